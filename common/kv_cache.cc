@@ -101,8 +101,13 @@ Status CompactedCache::Validate() const {
       return Status::InvalidArgument(Where(l, "offsets") + ": expected n_kv_heads+1 entries from 0");
     }
     for (int h = 0; h < layout.n_kv_heads; ++h) {
+      // Order first, so the subtraction cannot overflow on hostile offsets.
+      if (x.offsets[h + 1] < x.offsets[h]) {
+        return Status::InvalidArgument(Where(l, "offsets") + ": decreasing at head " +
+                                       std::to_string(h));
+      }
       const int64_t b = x.offsets[h + 1] - x.offsets[h];
-      if (b < 0 || b > layout.tokens) {
+      if (b > layout.tokens) {
         return Status::InvalidArgument(Where(l, "offsets") + ": head " + std::to_string(h) +
                                        " budget " + std::to_string(b) + " outside [0, T]");
       }

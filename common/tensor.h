@@ -31,7 +31,9 @@ class Tensor {
   // An empty tensor: dtype F32, shape [0], no storage.
   Tensor();
 
-  // Allocates uninitialised (Empty) or zeroed (Zeros) storage.
+  // Allocates uninitialised (Empty) or zeroed (Zeros) storage. Running out of memory throws
+  // std::bad_alloc, exactly like operator new: the one exception to the Status model, because
+  // callers that must survive large requests check sizes against a byte budget before allocating.
   // REQUIRES: every dim >= 0.
   static Tensor Empty(DType dtype, Shape shape);
   static Tensor Zeros(DType dtype, Shape shape);
