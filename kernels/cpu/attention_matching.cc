@@ -37,6 +37,23 @@ std::vector<float> GatherCols(const float* src, int64_t rows, int64_t cols,
   return out;
 }
 
+// Value-fit safeguard: a fitted value may exceed the largest |V| of the head by this factor.
+constexpr float kValueRangeFactor = 4.f;
+constexpr int kMaxRidgeEscalations = 8;
+constexpr double kFirstEscalatedRidge = 1e-4;  // relative to ||X||_F^2 / t
+
+float MaxAbs(const float* x, int64_t n) {
+  float m = 0.f;
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
+  return m;
+}
+
+double FrobeniusSq(const std::vector<float>& x) {
+  double s = 0;
+  for (float e : x) s += static_cast<double>(e) * e;
+  return s;
+}
+
 bool AllFinite(const std::vector<float>& x) {
   return std::all_of(x.begin(), x.end(), [](float v) { return std::isfinite(v); });
 }
@@ -202,18 +219,20 @@ Result<std::vector<float>> FitValues(const AmHead& head, const AttentionStats& s
   }
   // Solve for the change from the kept values: min ||X D - (Y - X V_S)||^2 + lambda ||D||^2,
   // C_v = V_S + D (with lambda = 0, the least-squares minimiser nearest to V_S).
-  double lambda = 0;
-  if (ridge > 0) {
-    double xx = 0;
-    for (float e : x) xx += static_cast<double>(e) * e;
-    lambda = ridge * xx / static_cast<double>(t);
-  }
+  double lambda = ridge > 0 ? ridge * FrobeniusSq(x) / static_cast<double>(t) : 0.0;
   Gemm(false, false, n, d, t, -1.f, x.data(), t, vs.data(), d, 1.f, y.data(), d);
+  // Attention outputs are convex combinations of the rows of V, so a fitted value far outside
+  // V's range only comes from an ill-conditioned solve (n ~ t): escalate the ridge until the
+  // values are sane, and keep V_S (the limit of an infinite ridge) if none is.
+  const float bound = kValueRangeFactor * MaxAbs(head.v, head.T * d);
   std::vector<float> cv(static_cast<size_t>(t * d));
-  KVC_RETURN_IF_ERROR(LeastSquares(x.data(), n, t, y.data(), d, lambda, cv.data()));
-  for (int64_t i = 0; i < t * d; ++i) cv[i] += vs[i];
-  if (!AllFinite(cv)) return Status::Internal("value fit produced a non-finite value");
-  return cv;
+  for (int attempt = 0; attempt < kMaxRidgeEscalations; ++attempt) {
+    KVC_RETURN_IF_ERROR(LeastSquares(x.data(), n, t, y.data(), d, lambda, cv.data()));
+    for (int64_t i = 0; i < t * d; ++i) cv[i] += vs[i];
+    if (AllFinite(cv) && MaxAbs(cv.data(), t * d) <= bound) return cv;
+    lambda = lambda > 0 ? lambda * 10 : kFirstEscalatedRidge * FrobeniusSq(x) / t;
+  }
+  return vs;
 }
 
 Result<HeadResult> FitAmHead(const AmHead& head, const std::vector<int64_t>& sel_in, int64_t budget,
