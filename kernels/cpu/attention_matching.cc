@@ -227,9 +227,10 @@ Result<std::vector<float>> FitValues(const AmHead& head, const AttentionStats& s
   const float bound = kValueRangeFactor * MaxAbs(head.v, head.T * d);
   std::vector<float> cv(static_cast<size_t>(t * d));
   for (int attempt = 0; attempt < kMaxRidgeEscalations; ++attempt) {
-    KVC_RETURN_IF_ERROR(LeastSquares(x.data(), n, t, y.data(), d, lambda, cv.data()));
-    for (int64_t i = 0; i < t * d; ++i) cv[i] += vs[i];
-    if (AllFinite(cv) && MaxAbs(cv.data(), t * d) <= bound) return cv;
+    if (LeastSquares(x.data(), n, t, y.data(), d, lambda, cv.data()).ok()) {
+      for (int64_t i = 0; i < t * d; ++i) cv[i] += vs[i];
+      if (AllFinite(cv) && MaxAbs(cv.data(), t * d) <= bound) return cv;
+    }
     lambda = lambda > 0 ? lambda * 10 : kFirstEscalatedRidge * FrobeniusSq(x) / t;
   }
   return vs;

@@ -16,7 +16,7 @@
 //   fidelity when the fit queries barely outnumber the kept keys (n ~ t), where exact least
 //   squares overfits, and it does better than shrinking towards 0 at every ratio we measured.
 // - Safeguard: attention outputs are convex combinations of V's rows, so when a solve returns a
-//   value beyond 4x the head's largest |V| (or a non-finite one), the solve was ill-conditioned
+//   value beyond 4x the head's largest |V| (or a non-finite one, or fails), the solve was ill-conditioned
 //   (n ~ t): the ridge is raised (first 1e-4 ||X||_F^2 / t, then x10, at most 8 solves) and, if
 //   no solve is sane, C_v = V_S, the limit of an infinite ridge.
 // - Refinement (refine_rounds > 0) replaces dropped keys by continuing OMP (OMP modes) or by the

@@ -353,7 +353,9 @@ Status BoundedLeastSquares(const float* a, int64_t m, int64_t n, const float* z,
   std::vector<float> r(z, z + m);
   Gemv(false, m, n, -1.f, a, n, w0.data(), 1.f, r.data());  // r = z - A prior
   std::vector<float> d(static_cast<size_t>(n));
-  KVC_RETURN_IF_ERROR(LeastSquares(a, m, n, r.data(), 1, 0.0, d.data()));
+  // The least-squares solution is only the starting point of the projected gradient: when the
+  // solve fails (a numerically singular system), start from the prior instead.
+  if (!LeastSquares(a, m, n, r.data(), 1, 0.0, d.data()).ok()) std::fill(d.begin(), d.end(), 0.f);
   const auto clamp = [&](float v) {
     return static_cast<float>(std::clamp(static_cast<double>(v), lo, hi));
   };

@@ -107,6 +107,8 @@ double SpectralNormSq(const float* a, int64_t m, int64_t n, int max_iters = 100,
 // A d = z - A prior, minimum norm when m < n; w = prior + d), clamped to [lo, hi], then
 // `pg_steps` projected-gradient steps w <- clamp(w - A^T (A w - z) / sigma_max(A)^2).
 // `prior` may be null (zeros). REQUIRES: 0 <= lo <= hi, m, n >= 1.
+// When the unconstrained solve fails (numerically singular), the projected gradient starts from
+// the prior. Errors only for empty problems or bad bounds.
 Status BoundedLeastSquares(const float* a, int64_t m, int64_t n, const float* z, const float* prior,
                            double lo, double hi, int pg_steps, float* w);
 

@@ -6,7 +6,7 @@
 //                      [--budget N] [--allocator default] [--am-selection highest]
 //                      [--selector okdmd] [--seed 0] [--threads 0] [--heldout-fraction 0.2]
 //                      [--gate-min-cosine 0] [--gate-escalation 1.5] [--gate-max-rounds 4]
-//                      [--ridge 0] [--refine-rounds 0] [--nnls-pg-steps 30] [--no-fit-beta]
+//                      [--ridge 1e-5] [--refine-rounds 0] [--nnls-pg-steps 30] [--no-fit-beta]
 //                      [--no-fit-values] [--keys-as-queries] [--keys-as-queries-fit] [--json]
 //   kvcompact eval     --in DUMP --compacted OUT [--heldout FILE] [--threads 0] [--json]
 //   kvcompact generate --out DUMP --preset tiny|small|llama8b [--tokens T] [--dtype f16|f32|bf16]
@@ -22,6 +22,8 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+
+#include "kernels/spec.h"
 
 namespace kvc::cli {
 
@@ -44,7 +46,7 @@ struct CompactArgs {
   double gate_min_cosine = 0.0;
   double gate_escalation = 1.5;
   int gate_max_rounds = 4;
-  double ridge = 0.0;
+  double ridge = CompactionSpec{}.am.ridge;
   int refine_rounds = 0;
   int nnls_pg_steps = 30;
   bool no_fit_beta = false;
