@@ -11,6 +11,7 @@ add_library(kvc_cli_batch STATIC
   batch_source.cc
   batch_store.cc
   batch_writer.cc
+  spec_args.cc  # BuildSpec, shared with `compact` (kvc_cli_lib links this library)
 )
 target_link_libraries(kvc_cli_batch
   PUBLIC kvc_kernels kvc_common CLI11::CLI11

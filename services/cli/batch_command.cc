@@ -65,31 +65,6 @@ class ScopedSignals {
   struct sigaction old_term_ {};
 };
 
-// Flags of `compact` -> CompactionSpec (the same mapping as the compact command).
-Result<CompactionSpec> SpecFromFlags(const CompactArgs& a) {
-  CompactionSpec s;
-  KVC_ASSIGN_OR_RETURN(s.method, ParseMethod(a.method));
-  KVC_ASSIGN_OR_RETURN(s.allocator, ParseAllocator(a.allocator));
-  KVC_ASSIGN_OR_RETURN(s.am.selection, ParseAmSelection(a.am_selection));
-  KVC_ASSIGN_OR_RETURN(s.am.selector, ParseMethod(a.selector));
-  s.ratio = a.ratio;
-  s.budget = a.budget;
-  s.seed = a.seed;
-  s.heldout_fraction = a.heldout_fraction;
-  s.gate.min_cosine = a.gate_min_cosine;
-  s.gate.escalation = a.gate_escalation;
-  s.gate.max_rounds = a.gate_max_rounds;
-  s.am.ridge = a.ridge;
-  s.am.refine_rounds = a.refine_rounds;
-  s.am.nnls_pg_steps = a.nnls_pg_steps;
-  s.am.fit_beta = !a.no_fit_beta;
-  s.am.fit_values = !a.no_fit_values;
-  s.am.keys_as_queries = a.keys_as_queries;
-  s.am.keys_as_queries_fit = a.keys_as_queries_fit;
-  KVC_RETURN_IF_ERROR(s.Validate());
-  return s;
-}
-
 void AddSpecFlags(CLI::App* c, CompactArgs& a) {
   c->add_option("--method", a.method, "am|okdmd|dynamickv|d2o|streamingllm|h2o|snapkv|pyramidkv")
       ->capture_default_str();
@@ -199,7 +174,7 @@ int BatchCommand::Run(std::ostream& out, std::ostream& err) {
     err << "error: --progress must be auto, bar, lines or none\n";
     return kExitUsage;
   }
-  Result<CompactionSpec> spec = SpecFromFlags(f.spec);
+  Result<CompactionSpec> spec = BuildSpec(f.spec);
   if (!spec.ok()) {
     err << "error: " << spec.status().ToString() << "\n";
     return kExitUsage;

@@ -27,32 +27,6 @@ std::string Upper(std::string s) {
   return s;
 }
 
-// Flags -> CompactionSpec; every error here is bad usage.
-Result<CompactionSpec> BuildSpec(const CompactArgs& a) {
-  CompactionSpec s;
-  KVC_ASSIGN_OR_RETURN(s.method, ParseMethod(a.method));
-  KVC_ASSIGN_OR_RETURN(s.allocator, ParseAllocator(a.allocator));
-  KVC_ASSIGN_OR_RETURN(s.am.selection, ParseAmSelection(a.am_selection));
-  KVC_ASSIGN_OR_RETURN(s.am.selector, ParseMethod(a.selector));
-  s.ratio = a.ratio;
-  s.budget = a.budget;
-  s.seed = a.seed;
-  s.threads = a.threads;
-  s.heldout_fraction = a.heldout_fraction;
-  s.gate.min_cosine = a.gate_min_cosine;
-  s.gate.escalation = a.gate_escalation;
-  s.gate.max_rounds = a.gate_max_rounds;
-  s.am.ridge = a.ridge;
-  s.am.refine_rounds = a.refine_rounds;
-  s.am.nnls_pg_steps = a.nnls_pg_steps;
-  s.am.fit_beta = !a.no_fit_beta;
-  s.am.fit_values = !a.no_fit_values;
-  s.am.keys_as_queries = a.keys_as_queries;
-  s.am.keys_as_queries_fit = a.keys_as_queries_fit;
-  KVC_RETURN_IF_ERROR(s.Validate());
-  return s;
-}
-
 std::string Ms(double ms) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.1f ms", ms);
@@ -258,7 +232,7 @@ int Main(int argc, const char* const* argv, std::ostream& out, std::ostream& err
   CLI::App* compact = AddCompact(app, c);
   CLI::App* eval = AddEval(app, e);
   AddGenerate(app, g);
-  BatchCommand batch(app);  // `kvcompact batch` (services/cli/batch.h)
+  BatchCommand batch(app);     // `kvcompact batch` (services/cli/batch.h)
   RemoteCommands remote(app);  // put, lookup, fetch, stats (services/cli/remote.h)
   try {
     app.parse(argc, argv);

@@ -75,6 +75,10 @@ struct GenerateArgs {
   int64_t window = -1;  // -1: the preset's
 };
 
+// The CompactionSpec the compact flags describe (shared by `compact` and `batch`), validated.
+// InvalidArgument / NotSupported name the bad flag value; callers treat them as bad usage.
+Result<CompactionSpec> BuildSpec(const CompactArgs& args);
+
 int RunCompact(const CompactArgs& args, std::ostream& out, std::ostream& err);
 int RunEval(const EvalArgs& args, std::ostream& out, std::ostream& err);
 int RunGenerate(const GenerateArgs& args, std::ostream& out, std::ostream& err);
