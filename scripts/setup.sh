@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kvcompact builds and tests against. Idempotent: packages already
 # present are skipped, and apt is not touched at all when nothing is missing.
-# Usage: scripts/setup.sh            (needs root, or sudo on PATH)
+# Usage: scripts/setup.sh [PACKAGE...]   (needs root, or sudo on PATH)
+#   With no arguments, the project's build and test packages; with arguments, exactly those
+#   (scripts/setup_docker.sh uses this for the docker-compose tests).
 set -euo pipefail
 
 PACKAGES=(
@@ -15,6 +17,8 @@ PACKAGES=(
   libthrift-dev thrift-compiler libboost-dev
   gnuplot-nox
 )
+
+if [ $# -gt 0 ]; then PACKAGES=("$@"); fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
