@@ -60,7 +60,9 @@ Result<UcxMode> ParseUcxMode(std::string_view name);
 // Time budgets. Each operation's budget covers all of its attempts, backoff included: when it
 // runs out the operation ends (Unavailable "recompute: ..." if no worker answered).
 struct ClientTimeouts {
-  // TCP connect of a Thrift connection and the UCX connect. Default: 1 s.
+  // TCP connect of a Thrift connection and the UCX connect; also bounds the lookup of a worker
+  // host name never resolved before (a known name is served from its last answer while a
+  // refresh runs: services/client/resolver.h). Default: 1 s.
   std::chrono::milliseconds connect{1000};
   // Socket send timeout of every Thrift call. Default: 5 s.
   std::chrono::milliseconds send{5000};

@@ -59,12 +59,13 @@ std::chrono::milliseconds Remaining(Clock::time_point deadline) {
 // --- ThriftConnection ---------------------------------------------------------------------------
 
 Result<std::unique_ptr<ThriftConnection>> ThriftConnection::Open(const WorkerAddress& worker,
+                                                                 const std::string& ip,
                                                                  std::chrono::milliseconds connect,
                                                                  std::chrono::milliseconds send) {
   std::unique_ptr<ThriftConnection> c(new ThriftConnection());
   c->remote_ = worker.id();
   try {
-    c->socket_ = std::make_shared<TSocket>(worker.host, worker.thrift_port);
+    c->socket_ = std::make_shared<TSocket>(ip, worker.thrift_port);
     c->socket_->setConnTimeout(ClampMs(connect));
     c->socket_->setSendTimeout(ClampMs(send));
     c->socket_->setNoDelay(true);
@@ -143,11 +144,22 @@ Result<std::unique_ptr<ThriftConnection>> WorkerChannel::Acquire(Clock::time_poi
       return c;
     }
   }
+  KVC_ASSIGN_OR_RETURN(std::string ip, ResolveHost(deadline));
   const auto connect = std::min(options_->timeouts.connect, Remaining(deadline));
   if (connect.count() <= 0) {
     return Status::DeadlineExceeded("no time left to connect to " + id_);
   }
-  return ThriftConnection::Open(address_, connect, options_->timeouts.send);
+  return ThriftConnection::Open(address_, ip, connect, options_->timeouts.send);
+}
+
+Result<std::string> WorkerChannel::ResolveHost(Clock::time_point deadline) {
+  const auto budget = std::min(options_->timeouts.connect, Remaining(deadline));
+  if (budget.count() <= 0) {
+    return Status::DeadlineExceeded("no time left to connect to " + id_);
+  }
+  Result<std::string> ip = resolver_.Resolve(address_.host, budget);
+  if (!ip.ok()) return ip.status().WithContext("connect to " + id_);
+  return ip;
 }
 
 void WorkerChannel::Release(std::unique_ptr<ThriftConnection> conn) {
@@ -201,14 +213,14 @@ Result<std::shared_ptr<transport::Endpoint>> WorkerChannel::Endpoint(
   if (endpoint_ && endpoint_->connected()) return endpoint_;
   endpoint_.reset();
   KVC_ASSIGN_OR_RETURN(uint16_t port, UcxPort(deadline));
+  KVC_ASSIGN_OR_RETURN(std::string ip, ResolveHost(deadline));
   transport::ConnectOptions co;
   co.connect_timeout = std::min(options_->timeouts.connect, Remaining(deadline));
   if (co.connect_timeout.count() <= 0) {
     return Status::DeadlineExceeded("no time left to connect UCX to " + id_);
   }
   co.staging_bytes = options_->ucx_staging_bytes;
-  Result<std::unique_ptr<transport::Endpoint>> ep =
-      transport::Connect(ctx, address_.host, port, co);
+  Result<std::unique_ptr<transport::Endpoint>> ep = transport::Connect(ctx, ip, port, co);
   if (!ep.ok()) return ep.status().WithContext("UCX connect to " + id_);
   endpoint_ = std::shared_ptr<transport::Endpoint>(std::move(ep).value());
   return endpoint_;

@@ -24,6 +24,7 @@
 #include "common/status.h"
 #include "idl/KvCompact.h"
 #include "services/client/client_options.h"
+#include "services/client/resolver.h"
 #include "services/transport/endpoint.h"
 #include "services/transport/ucx_context.h"
 
@@ -44,9 +45,11 @@ uint16_t PortOfAddress(std::string_view address);
 // One open Thrift connection.
 class ThriftConnection {
  public:
-  // Connects within `connect` (Unavailable when refused or unreachable, DeadlineExceeded when
-  // the connect timed out). `send` bounds every socket write.
+  // Connects to `ip` (numeric, resolved by the caller) at the worker's Thrift port within
+  // `connect` (Unavailable when refused or unreachable, DeadlineExceeded when the connect timed
+  // out). `send` bounds every socket write.
   static Result<std::unique_ptr<ThriftConnection>> Open(const WorkerAddress& worker,
+                                                        const std::string& ip,
                                                         std::chrono::milliseconds connect,
                                                         std::chrono::milliseconds send);
   ~ThriftConnection();
@@ -120,10 +123,13 @@ class WorkerChannel {
   Result<std::unique_ptr<ThriftConnection>> Acquire(Clock::time_point deadline);
   void Release(std::unique_ptr<ThriftConnection> conn);
   Result<uint16_t> UcxPort(Clock::time_point deadline);
+  // The worker's numeric address within the connect timeout and the deadline.
+  Result<std::string> ResolveHost(Clock::time_point deadline);
 
   const WorkerAddress address_;
   const std::string id_;
   const ClientOptions* const options_;
+  HostResolver resolver_;
 
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<ThriftConnection>> idle_;
