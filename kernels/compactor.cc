@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "kernels/backend.h"
 #include "kernels/cpu/am_allocator.h"
 #include "kernels/cpu/attention_matching.h"
 #include "kernels/cpu/compact_stages.h"
@@ -93,18 +94,94 @@ bool AllocatorNeedsScores(Allocator a) {
   return a == Allocator::kPyramid || a == Allocator::kDynamicKv || a == Allocator::kD2o;
 }
 
+// Internal unless `s` is [L, H, T] of the layout with sorted, unique forced positions in [0, T)
+// (a backend's scores get the same checks as the CPU's before selection reads them).
+Status CheckScores(const ScoreSet& s, const KvLayout& layout) {
+  const int64_t T = layout.tokens;
+  const bool shape = s.n_layers == layout.n_layers && s.n_kv_heads == layout.n_kv_heads &&
+                     s.T == T && s.scores.size() == size_t(s.n_layers) * s.n_kv_heads * T;
+  if (!shape) return Status::Internal("scores do not match the cache's [L, H, T]");
+  for (size_t i = 0; i < s.forced.size(); ++i) {
+    if (s.forced[i] < 0 || s.forced[i] >= T || (i > 0 && s.forced[i] <= s.forced[i - 1])) {
+      return Status::Internal("forced positions must be sorted, unique and in [0, T)");
+    }
+  }
+  return Status::OK();
+}
+
+// Runs one offloadable stage: `on_backend(*backend)` first, then `on_cpu()` when there is no
+// backend or it answered NotSupported. `ran` gets the name of what produced the result.
+template <typename T, typename OnBackend, typename OnCpu>
+Result<T> RunStage(ComputeBackend* backend, const char* stage, std::string& ran,
+                   OnBackend on_backend, OnCpu on_cpu) {
+  if (backend != nullptr) {
+    Result<T> r = on_backend(*backend);
+    if (r.ok() || r.status().code() != Code::kNotSupported) {
+      ran = backend->name();
+      if (!r.ok()) {
+        return r.status().WithContext(std::string("backend '") + backend->name() + "', " + stage);
+      }
+      return r;
+    }
+  }
+  ran = "cpu";
+  return on_cpu();
+}
+
+// The Score stage: the method's scores, AM highest-attention scores when the allocator needs
+// them, or none (AM selecting inside its fit).
+Result<std::optional<ScoreSet>> RunScores(const PreparedCache& p, const CompactionSpec& spec,
+                                          int64_t hb, ComputeBackend* backend,
+                                          cpu::ThreadPool& pool, StageBackends& ran) {
+  const bool am = spec.method == Method::kAttentionMatching;
+  Result<ScoreSet> r = Status::Internal("no scorer ran");
+  if (!am || spec.am.selection == AmSelection::kScores) {
+    r = RunStage<ScoreSet>(
+        backend, "score", ran.score,
+        [&](ComputeBackend& b) { return b.ComputeScores(p, spec, hb); },
+        [&] { return cpu::ComputeScores(p, spec, hb); });
+  } else if (AllocatorNeedsScores(spec.allocator)) {
+    r = RunStage<ScoreSet>(
+        backend, "score", ran.score, [&](ComputeBackend& b) { return b.ScoreHighestAttention(p); },
+        [&] { return cpu::ScoreHighestAttention(p, pool); });
+  } else {
+    ran.score = "none";
+    return std::optional<ScoreSet>();
+  }
+  if (!r.ok()) return r.status();
+  return std::optional<ScoreSet>(std::move(r).value());
+}
+
+// The Post stage: AM fit, D2O merge or a plain gather (always on the CPU).
+Result<LayerResults> RunPost(const PreparedCache& p, const CompactionSpec& spec, bool select_only,
+                             const Selection& sel, const Budgets& budgets, ComputeBackend* backend,
+                             cpu::ThreadPool& pool, StageBackends& ran) {
+  if (spec.method == Method::kAttentionMatching) {
+    AmOptions o = spec.am;
+    if (select_only) o.fit_beta = o.fit_values = false;
+    return RunStage<LayerResults>(
+        backend, "post", ran.post,
+        [&](ComputeBackend& b) { return b.AttentionMatchingFit(p, sel, budgets, o); },
+        [&] { return cpu::AttentionMatchingFit(p, sel, budgets, o, pool); });
+  }
+  if (spec.method == Method::kD2o && spec.d2o.merge) {
+    return RunStage<LayerResults>(
+        backend, "post", ran.post, [&](ComputeBackend& b) { return b.D2oMerge(p, sel, spec.d2o); },
+        [&] { return cpu::D2oMerge(p, sel, spec.d2o); });
+  }
+  ran.post = "cpu";
+  return cpu::GatherSelected(p, sel);
+}
+
 // One compaction round at per-head budget `hb`: Score -> Allocate -> Select -> Post.
 Result<LayerResults> RunRound(const PreparedCache& p, const CompactionSpec& spec, bool select_only,
-                              int64_t hb, cpu::ThreadPool& pool, StageTimings& tm) {
+                              int64_t hb, ComputeBackend* backend, cpu::ThreadPool& pool,
+                              StageTimings& tm, StageBackends& ran) {
   const int L = p.layout.n_layers, H = p.layout.n_kv_heads;
   const bool am = spec.method == Method::kAttentionMatching;
   Stopwatch sw;
-  std::optional<ScoreSet> scores;
-  if (!am || spec.am.selection == AmSelection::kScores) {
-    KVC_ASSIGN_OR_RETURN(scores, cpu::ComputeScores(p, spec, hb));
-  } else if (AllocatorNeedsScores(spec.allocator)) {
-    KVC_ASSIGN_OR_RETURN(scores, cpu::ScoreHighestAttention(p, pool));
-  }
+  KVC_ASSIGN_OR_RETURN(std::optional<ScoreSet> scores, RunScores(p, spec, hb, backend, pool, ran));
+  if (scores) KVC_RETURN_IF_ERROR(CheckScores(*scores, p.layout).WithContext("score stage"));
   tm.score_ms += sw.Lap();
   Budgets budgets;
   if (spec.allocator == Allocator::kAm) {
@@ -122,16 +199,7 @@ Result<LayerResults> RunRound(const PreparedCache& p, const CompactionSpec& spec
     KVC_RETURN_IF_ERROR(cpu::CheckSelection(sel, budgets, p.layout));
   }
   tm.select_ms += sw.Lap();
-  Result<LayerResults> out = Status::Internal("no post step ran");
-  if (am) {
-    AmOptions o = spec.am;
-    if (select_only) o.fit_beta = o.fit_values = false;
-    out = cpu::AttentionMatchingFit(p, sel, budgets, o, pool);
-  } else if (spec.method == Method::kD2o && spec.d2o.merge) {
-    out = cpu::D2oMerge(p, sel, spec.d2o);
-  } else {
-    out = cpu::GatherSelected(p, sel);
-  }
+  Result<LayerResults> out = RunPost(p, spec, select_only, sel, budgets, backend, pool, ran);
   tm.post_ms += sw.Lap();
   if (!out.ok()) return out;
   KVC_RETURN_IF_ERROR(cpu::CheckResults(*out, budgets, p.layout));
@@ -154,6 +222,7 @@ void FillMetadata(const KvCache& src, const CompactionSpec& spec, const Compacti
   md["source_tokens"] = std::to_string(src.layout.tokens);
   md["head_budget"] = std::to_string(r.head_budget);
   md["gate"] = r.gate.ToJson();
+  md["backend"] = r.backends.ToJson();
   if (r.fidelity) md["fidelity"] = r.fidelity->ToJson();
   if (src.has_q_ref()) {
     md["heldout"] = HeldoutJson(spec, src.layers[0].q_ref->dim(1), held).dump();
@@ -181,11 +250,21 @@ std::string GateOutcome::ToJson() const {
   return j.dump();
 }
 
+std::string StageBackends::ToJson() const {
+  nlohmann::ordered_json j = {{"score", score}, {"post", post}};
+  return j.dump();
+}
+
 std::vector<int64_t> HeldoutRows(int64_t rows, double fraction, uint64_t seed) {
   return cpu::HeldoutRowsImpl(rows, fraction, seed);
 }
 
 Result<CompactionResult> Compact(const KvCache& cache, const CompactionSpec& spec) {
+  return Compact(cache, spec, nullptr);
+}
+
+Result<CompactionResult> Compact(const KvCache& cache, const CompactionSpec& spec,
+                                 ComputeBackend* backend) {
   Stopwatch total, sw;
   CompactionResult res;
   KVC_RETURN_IF_ERROR(ValidateRequest(cache, spec));
@@ -207,7 +286,8 @@ Result<CompactionResult> Compact(const KvCache& cache, const CompactionSpec& spe
   res.gate.requested = spec.gate.min_cosine > 0;
   res.gate.min_cosine = spec.gate.min_cosine;
   for (;;) {
-    Result<LayerResults> round = RunRound(p, spec, select_only, hb, pool, res.timings);
+    Result<LayerResults> round =
+        RunRound(p, spec, select_only, hb, backend, pool, res.timings, res.backends);
     if (!round.ok()) return round.status();
     sw.Lap();
     KVC_ASSIGN_OR_RETURN(res.cache, cpu::Assemble(cache.layout, *round));

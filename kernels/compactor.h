@@ -16,8 +16,12 @@
 // gate, and never fails because of one.
 //
 // Output metadata: "method", "spec" (CompactionSpec::ToJson), "source_tokens", "head_budget",
-// "fidelity" (FidelityReport::ToJson, when q_ref was sent), "gate", "heldout", and the source's
-// "model" and "rope_theta" when present.
+// "fidelity" (FidelityReport::ToJson, when q_ref was sent), "gate", "heldout", "backend"
+// (StageBackends::ToJson), and the source's "model" and "rope_theta" when present.
+//
+// Backends: Compact(cache, spec, backend) offers the Score and Post stages to a ComputeBackend
+// (kernels/backend.h) first and runs the CPU function where the backend answers NotSupported;
+// everything else is identical. Compact(cache, spec) is Compact(cache, spec, nullptr).
 //
 // Deterministic: the same cache and spec give bit-identical results for any spec.threads.
 // Thread safety: Compact is reentrant. It sets OpenBLAS to one thread while it runs (a
@@ -35,6 +39,8 @@
 #include "kernels/spec.h"
 
 namespace kvc {
+
+class ComputeBackend;  // kernels/backend.h
 
 // Wall time per pipeline stage in milliseconds, summed over gate rounds.
 struct StageTimings {
@@ -60,11 +66,21 @@ struct GateOutcome {
   std::string ToJson() const;
 };
 
+// Which backend ran each offloadable stage in the last round: "cpu", the backend's name, or
+// "none" when the stage did not run (e.g. no scores for AM highest-attention with a uniform
+// allocator: its selection happens inside the AM fit, which is the "post" stage).
+struct StageBackends {
+  std::string score = "none";
+  std::string post = "cpu";
+  std::string ToJson() const;  // {"score": ..., "post": ...}
+};
+
 struct CompactionResult {
   CompactedCache cache;                    // the last round's result, metadata filled
   std::optional<FidelityReport> fidelity;  // the last round's, when q_ref was sent
   GateOutcome gate;
   StageTimings timings;
+  StageBackends backends;
   int64_t head_budget = 0;  // average keys per (layer, kv head) of the last round
 };
 
@@ -75,6 +91,13 @@ struct CompactionResult {
 // rows to split; NotSupported from methods that cannot run on this input. Errors from a stage
 // name the stage, layer and head.
 Result<CompactionResult> Compact(const KvCache& cache, const CompactionSpec& spec);
+
+// The same with the Score and Post stages offered to `backend` first (null: CPU only; not owned,
+// used only during the call). A backend error other than NotSupported is returned with the
+// backend's name and the stage as context, and nothing is produced. Bit-identical to
+// Compact(cache, spec) when the backend answers NotSupported everywhere.
+Result<CompactionResult> Compact(const KvCache& cache, const CompactionSpec& spec,
+                                 ComputeBackend* backend);
 
 // The held-out rows of a q_ref with `rows` rows per head for (fraction, seed), sorted. Empty when
 // fraction is 0 or rows < 2.

@@ -109,6 +109,32 @@ Budgets BudgetsFromShares(const std::vector<double>& shares, int L, int H, int64
   return out;
 }
 
+Budgets D2oBudgetsFromRatios(std::vector<double> ratio, const D2oOptions& o, int L, int H,
+                             int64_t T, int64_t total) {
+  const std::vector<int> whole = D2oUncompressedLayers(o, L);
+  const int64_t whole_total = static_cast<int64_t>(whole.size()) * H * T;
+  for (int l : whole) ratio[l] = 1.0;
+  std::vector<double> per_head;
+  if (total < whole_total || static_cast<int>(whole.size()) == L) {
+    for (double r : ratio) per_head.insert(per_head.end(), H, r);
+    return BudgetsFromShares(per_head, L, H, T, total);
+  }
+  std::vector<bool> is_whole(L, false);
+  for (int l : whole) is_whole[l] = true;
+  for (int l = 0; l < L; ++l) {
+    if (!is_whole[l]) per_head.insert(per_head.end(), H, ratio[l]);
+  }
+  const std::vector<int64_t> rest =
+      ApportionExact(per_head, total - whole_total, std::vector<int64_t>(per_head.size(), T));
+  Budgets out(L, std::vector<int64_t>(H, T));
+  size_t next = 0;
+  for (int l = 0; l < L; ++l) {
+    if (is_whole[l]) continue;
+    for (int h = 0; h < H; ++h) out[l][h] = rest[next++];
+  }
+  return out;
+}
+
 namespace {
 
 Allocator DefaultAllocator(Method m) {
@@ -140,35 +166,11 @@ int64_t ObservationWindow(const PreparedCache& c, int requested) {
   return rows.ok() ? *rows : 0;
 }
 
-// D2O (design §4): uncompressed layers get T per head when the total allows it; the remaining
-// total is spread over the other layers in proportion to ratio_l (capped at T). When the total
-// cannot hold the uncompressed layers whole, every layer shares it in proportion to its ratio,
-// the uncompressed layers with ratio 1.
+// D2O (design §4): the layer ratios, then D2oBudgetsFromRatios.
 Result<Budgets> D2oBudgets(const PreparedCache& c, const D2oOptions& o, int64_t total) {
-  const int L = c.layout.n_layers, H = c.layout.n_kv_heads;
-  const int64_t T = c.T();
   KVC_ASSIGN_OR_RETURN(std::vector<double> ratio, D2oLayerRatios(c, o));
-  const std::vector<int> whole = D2oUncompressedLayers(o, L);
-  const int64_t whole_total = static_cast<int64_t>(whole.size()) * H * T;
-  for (int l : whole) ratio[l] = 1.0;
-  if (total < whole_total || static_cast<int>(whole.size()) == L) {
-    return BudgetsFromShares(PerHeadShares(ratio, H), L, H, T, total);
-  }
-  std::vector<bool> is_whole(L, false);
-  for (int l : whole) is_whole[l] = true;
-  std::vector<double> shares;
-  for (int l = 0; l < L; ++l) {
-    if (!is_whole[l]) shares.insert(shares.end(), H, ratio[l]);
-  }
-  const std::vector<int64_t> rest =
-      ApportionExact(shares, total - whole_total, std::vector<int64_t>(shares.size(), T));
-  Budgets out(L, std::vector<int64_t>(H, T));
-  size_t next = 0;
-  for (int l = 0; l < L; ++l) {
-    if (is_whole[l]) continue;
-    for (int h = 0; h < H; ++h) out[l][h] = rest[next++];
-  }
-  return out;
+  return D2oBudgetsFromRatios(std::move(ratio), o, c.layout.n_layers, c.layout.n_kv_heads, c.T(),
+                              total);
 }
 
 }  // namespace

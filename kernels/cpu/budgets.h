@@ -46,6 +46,18 @@ std::vector<int64_t> DynamicKvLayerBudgets(const ScoreSet& scores, const Dynamic
 // positions of the min-max-normalised column sums of the window attention. Needs q_window.
 Result<std::vector<double>> D2oLayerRatios(const PreparedCache& c, const D2oOptions& o);
 
+// The arithmetic half of D2oLayerRatios, from the per-layer statistics sigma_l (L entries), so a
+// GPU backend that computes sigma on the device shares this allocation exactly.
+// REQUIRES: sigma non-empty.
+std::vector<double> D2oRatiosFromSigma(const std::vector<double>& sigma, const D2oOptions& o);
+
+// D2O's budgets (Allocator::kD2o) from its layer ratios (L entries): uncompressed layers get T
+// per head when `total` allows it, the rest of `total` is spread over the other layers in
+// proportion to ratio_l (capped at T); when `total` cannot hold the uncompressed layers whole,
+// every layer shares it in proportion to its ratio, the uncompressed layers with ratio 1.
+Budgets D2oBudgetsFromRatios(std::vector<double> ratio, const D2oOptions& o, int L, int H,
+                             int64_t T, int64_t total);
+
 // Uncompressed layers of D2O as indices in [0, L): negative entries count from the end;
 // out-of-range entries are ignored (the default {0, 1, -1} must fit any depth); sorted, unique.
 std::vector<int> D2oUncompressedLayers(const D2oOptions& o, int L);

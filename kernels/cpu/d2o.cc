@@ -84,6 +84,11 @@ Result<std::vector<double>> D2oLayerRatios(const PreparedCache& c, const D2oOpti
     for (int j = 0; j < NQ; ++j) sigma[l] += MinMaxVariance(WindowColumnSums(c, l, j, rows));
     sigma[l] /= NQ;
   }
+  return D2oRatiosFromSigma(sigma, o);
+}
+
+std::vector<double> D2oRatiosFromSigma(const std::vector<double>& sigma, const D2oOptions& o) {
+  const int L = static_cast<int>(sigma.size());
   const double lo = *std::min_element(sigma.begin(), sigma.end());
   double z = 0.0;
   for (double s : sigma) z += std::exp(-(s - lo));
