@@ -46,6 +46,35 @@ Status Validate(const AmFitProblem& p) {
   return Status::OK();
 }
 
+bool IsOmp(const AmFitOptions& o) { return o.selection != AmFitSelection::kHighestAttention; }
+
+// The OMP parameters in effect (plain OMP: one key per step, refit after each).
+OmpFastOptions EffectiveOmp(const AmFitOptions& o) {
+  OmpFastOptions omp = o.omp;
+  if (o.selection == AmFitSelection::kOmp) omp.schedule = PlainOmpSchedule();
+  return omp;
+}
+
+Status ValidateSelection(const AmFitProblem& p, const AmFitOptions& o) {
+  if (!IsOmp(o)) return Status::OK();
+  if (p.selector != nullptr) {
+    return Status::InvalidArgument("AmFit: a selector and OMP selection exclude each other");
+  }
+  return CheckOmpFastOptions(EffectiveOmp(o)).WithContext("AmFit");
+}
+
+// Phi = exp(S - m) and z = exp(lse - m) for OMP selection (S still holds raw scores).
+Status OmpInputs(const float* s, const AmFitProblem& p, GpuContext& ctx, const Work& w,
+                 DeviceBuffer& phi, DeviceBuffer& z) {
+  DeviceMemoryPool& pool = ctx.pool();
+  const int64_t B = p.batch, n = p.n;
+  KVC_ASSIGN_OR_RETURN(phi, pool.AllocateArray<float>(size_t(B * n * p.tokens)));
+  KVC_ASSIGN_OR_RETURN(z, pool.AllocateArray<float>(size_t(B * n)));
+  KVC_RETURN_IF_ERROR(
+      RowExpShift(s, phi.as<float>(), nullptr, w.row_max.as<float>(), w.full, n, ctx.stream()));
+  return RowMass(w.row_lse.as<float>(), w.row_max.as<float>(), B * n, z.as<float>(), ctx.stream());
+}
+
 Status SelectPhase(const AmFitProblem& p, const AmFitOptions& o, GpuContext& ctx, Work& w,
                    AmFitResult& r) {
   const int64_t B = p.batch, n = p.n, T = p.tokens, d = p.head_dim;
@@ -55,6 +84,7 @@ Status SelectPhase(const AmFitProblem& p, const AmFitOptions& o, GpuContext& ctx
   KVC_ASSIGN_OR_RETURN(w.row_max, pool.AllocateArray<float>(size_t(B * n)));
   KVC_ASSIGN_OR_RETURN(w.row_lse, pool.AllocateArray<float>(size_t(B * n)));
   KVC_ASSIGN_OR_RETURN(r.scores, pool.AllocateArray<float>(size_t(B * T)));
+  DeviceBuffer omp_phi, omp_z;  // OMP only: live until the selection is done
   {
     KVC_ASSIGN_OR_RETURN(DeviceBuffer s, pool.AllocateArray<float>(size_t(B * n * T)));
     float* ps = s.as<float>();
@@ -63,6 +93,7 @@ Status SelectPhase(const AmFitProblem& p, const AmFitOptions& o, GpuContext& ctx
         AttentionScores(ctx.cublas(), p.q, p.k, ps, B, n, T, d, scale, o.score_math));
     KVC_RETURN_IF_ERROR(
         RowStats(ps, nullptr, w.full, n, w.row_max.as<float>(), w.row_lse.as<float>(), st));
+    if (IsOmp(o)) KVC_RETURN_IF_ERROR(OmpInputs(ps, p, ctx, w, omp_phi, omp_z));
     KVC_RETURN_IF_ERROR(
         SoftmaxColumnScores(ps, w.full, n, w.row_lse.as<float>(), r.scores.as<float>(), pool, st));
     if (o.fit_values) {
@@ -76,8 +107,16 @@ Status SelectPhase(const AmFitProblem& p, const AmFitOptions& o, GpuContext& ctx
   KVC_ASSIGN_OR_RETURN(r.indices, pool.AllocateArray<int32_t>(total));
   KVC_ASSIGN_OR_RETURN(r.keys, pool.AllocateArray<float>(total * d));
   KVC_ASSIGN_OR_RETURN(r.values, pool.AllocateArray<float>(total * d));
-  const float* selector = p.selector != nullptr ? p.selector : r.scores.as<float>();
-  KVC_RETURN_IF_ERROR(SegmentedTopK(selector, w.full, r.layout, r.indices.as<int32_t>(), pool, st));
+  if (IsOmp(o)) {
+    KVC_RETURN_IF_ERROR(OmpFastSelect(omp_phi.as<float>(), omp_z.as<float>(), B, n, T, r.layout,
+                                      EffectiveOmp(o), r.indices.as<int32_t>(), pool, st)
+                            .WithContext("AmFit: OMP selection"));
+    omp_phi.Reset();  // stream order makes the early release safe (memory_pool.h)
+  } else {
+    const float* selector = p.selector != nullptr ? p.selector : r.scores.as<float>();
+    KVC_RETURN_IF_ERROR(
+        SegmentedTopK(selector, w.full, r.layout, r.indices.as<int32_t>(), pool, st));
+  }
   KVC_RETURN_IF_ERROR(
       GatherRows(p.k, T, d, r.indices.as<int32_t>(), r.layout, r.keys.as<float>(), st));
   return GatherRows(p.v, T, d, r.indices.as<int32_t>(), r.layout, r.values.as<float>(), st);
@@ -113,6 +152,11 @@ Status BetaPhase(const AmFitProblem& p, const AmFitOptions& o, GpuContext& ctx, 
   DeviceMemoryPool& pool = ctx.pool();
   cudaStream_t st = ctx.stream();
   const int64_t n = p.n, total = r.layout.total();
+  NnlsOptions nnls = o.nnls;  // design §4: after OMP, w lies in [1e-12, e^7] (o.omp's bounds)
+  if (IsOmp(o)) {
+    nnls.lower = o.omp.lower;
+    nnls.upper = o.omp.upper;
+  }
   KVC_ASSIGN_OR_RETURN(r.beta, pool.AllocateArray<float>(size_t(total)));
   if (total == 0) return Status::OK();
   if (!o.fit_beta) {
@@ -132,13 +176,32 @@ Status BetaPhase(const AmFitProblem& p, const AmFitOptions& o, GpuContext& ctx, 
     KVC_RETURN_IF_ERROR(RidgeLeastSquares(ctx.cublas(), ctx.cusolver(), phi, r.layout, n,
                                           z.as<float>(), 1, o.beta_lstsq, pw, pool, st)
                             .WithContext("AmFit: beta start"));
-    KVC_RETURN_IF_ERROR(ClampValues(pw, total, o.nnls.lower, o.nnls.upper, st));
+    KVC_RETURN_IF_ERROR(ClampValues(pw, total, nnls.lower, nnls.upper, st));
   } else {
     KVC_RETURN_IF_ERROR(
-        NnlsUniformInit(phi, r.layout, n, z.as<float>(), o.nnls.lower, o.nnls.upper, pw, pool, st));
+        NnlsUniformInit(phi, r.layout, n, z.as<float>(), nnls.lower, nnls.upper, pw, pool, st));
   }
-  KVC_RETURN_IF_ERROR(NnlsProjectedGradient(phi, r.layout, n, z.as<float>(), o.nnls, pw, pool, st));
+  KVC_RETURN_IF_ERROR(NnlsProjectedGradient(phi, r.layout, n, z.as<float>(), nnls, pw, pool, st));
   return LogValues(pw, total, r.beta.as<float>(), st);
+}
+
+// y_b -= X_b V_S_b for every head (X: the ragged n x t_b blocks of px; V_S: r.values).
+Status SubtractKeptOutputs(const float* px, const AmFitResult& r, int64_t n, int64_t d,
+                           GpuContext& ctx, float* y) {
+  for (int64_t b = 0; b < r.layout.batch(); ++b) {
+    const int64_t t = r.layout.cols(b), off = r.layout.offset(b);
+    if (t == 0) continue;
+    GemmShape s;
+    s.m = n;
+    s.n = d;
+    s.k = t;
+    s.lda = t;
+    s.ldb = d;
+    s.ldc = d;
+    KVC_RETURN_IF_ERROR(Gemm(ctx.cublas(), s, -1.f, px + n * off, r.values.as<float>() + off * d,
+                             1.f, y + b * n * d, MathMode::kF32));
+  }
+  return Status::OK();
 }
 
 Status ValuesPhase(const AmFitProblem& p, const AmFitOptions& o, GpuContext& ctx, Work& w,
@@ -153,16 +216,31 @@ Status ValuesPhase(const AmFitProblem& p, const AmFitOptions& o, GpuContext& ctx
   KVC_ASSIGN_OR_RETURN(DeviceBuffer lse_c, pool.AllocateArray<float>(size_t(p.batch * n)));
   KVC_RETURN_IF_ERROR(RowSoftmax(w.sc.as<float>(), w.px.as<float>(), r.beta.as<float>(), r.layout,
                                  n, lse_c.as<float>(), st));
-  return RidgeLeastSquares(ctx.cublas(), ctx.cusolver(), w.px.as<float>(), r.layout, n,
-                           w.y.as<float>(), p.head_dim, o.values_lstsq, r.values.as<float>(), pool,
-                           st, &r.values_report)
-      .WithContext("AmFit: values");
+  if (!o.values_toward_kept) {
+    return RidgeLeastSquares(ctx.cublas(), ctx.cusolver(), w.px.as<float>(), r.layout, n,
+                             w.y.as<float>(), p.head_dim, o.values_lstsq, r.values.as<float>(),
+                             pool, st, &r.values_report)
+        .WithContext("AmFit: values");
+  }
+  // r.values holds V_S (SelectPhase gathered it): solve for the change D from V_S.
+  KVC_RETURN_IF_ERROR(
+      SubtractKeptOutputs(w.px.as<float>(), r, n, p.head_dim, ctx, w.y.as<float>()));
+  KVC_ASSIGN_OR_RETURN(DeviceBuffer delta, pool.AllocateArray<float>(size_t(total * p.head_dim)));
+  KVC_RETURN_IF_ERROR(RidgeLeastSquares(ctx.cublas(), ctx.cusolver(), w.px.as<float>(), r.layout, n,
+                                        w.y.as<float>(), p.head_dim, o.values_lstsq,
+                                        delta.as<float>(), pool, st, &r.values_report)
+                          .WithContext("AmFit: values"));
+  const float one = 1.f;
+  return FromCublas(cublasSaxpy_64(ctx.cublas(), total * p.head_dim, &one, delta.as<float>(), 1,
+                                   r.values.as<float>(), 1),
+                    "AmFit: values += D");
 }
 
 }  // namespace
 
 Result<AmFitResult> AmFit(const AmFitProblem& p, const AmFitOptions& o, GpuContext& ctx) {
   KVC_RETURN_IF_ERROR(Validate(p));
+  KVC_RETURN_IF_ERROR(ValidateSelection(p, o));
   std::vector<Event> ev;
   if (o.collect_timings) {
     for (int i = 0; i < 4; ++i) {
@@ -241,10 +319,26 @@ const char* GpuOpName(GpuOp op) {
       return "am_omp";
     case GpuOp::kAmOmpFast:
       return "am_omp_fast";
+    case GpuOp::kOkDmd:
+      return "okdmd";
+    case GpuOp::kWindowAttention:
+      return "window_attention";
+    case GpuOp::kSnapKvPool:
+      return "snapkv_pool";
+    case GpuOp::kH2oAccumulate:
+      return "h2o_accumulate";
+    case GpuOp::kD2oLayerStats:
+      return "d2o_layer_stats";
+    case GpuOp::kDynamicKvBudgets:
+      return "dynamickv_budgets";
+    case GpuOp::kSelectTopK:
+      return "select_topk";
+    case GpuOp::kD2oMerge:
+      return "d2o_merge";
   }
   return "unknown";
 }
 
-bool GpuSupports(GpuOp op) { return op != GpuOp::kAmOmp && op != GpuOp::kAmOmpFast; }
+bool GpuSupports(GpuOp) { return true; }  // every op of the table, OMP included (am_omp.h)
 
 }  // namespace kvc::cuda

@@ -10,8 +10,8 @@
 //      from clamp(least squares) (or the best uniform scale); beta = log w.
 //   3. X = softmax(Q C_k^T / sqrt(d) + beta); C_v = argmin ||X C - Y||^2 (+ ridge).
 // Every product and solve is f32; options.score_math = kTf32 lets the score products
-// (QK^T, PV, Q C_k^T) use TF32 tensor cores. OMP / OMP-fast selection is not implemented on the
-// GPU (GpuSupports(GpuOp::kAmOmpFast) is false).
+// (QK^T, PV, Q C_k^T) use TF32 tensor cores. options.selection = kOmp / kOmpFast replaces step 1's
+// top-k by am_omp.h's greedy selection on Phi = exp(S - m) (selector must then be null).
 //
 // Memory: the score matrix of the whole batch is materialised (4 * batch * n * T bytes, e.g.
 // 8 GiB for 8 heads, n = 4096, T = 61440), plus about 8 * n * sum(t_b) bytes for the kept-key
@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "kernels/cuda/am_omp.h"
 #include "kernels/cuda/context.h"
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/lstsq.cuh"
@@ -40,7 +41,18 @@ enum class BetaInit : uint8_t {
   kUniform = 1,       // clamp(best uniform scale): no Gram matrix, much cheaper
 };
 
+// Which keys AmFit keeps (design §4 step 1). OMP modes run am_omp.h's selection on
+// Phi = exp(S - m) (one more batch x n x T f32 buffer while selecting) and fit beta within
+// AmFitOptions::omp's bounds instead of nnls.lower / nnls.upper.
+enum class AmFitSelection : uint8_t {
+  kHighestAttention = 0,  // top budget of the highest-attention scores (or problem.selector)
+  kOmp = 1,               // OMP: one key per step, refit after each (omp.schedule is ignored)
+  kOmpFast = 2,           // OMP-fast: omp.schedule
+};
+
 struct AmFitOptions {
+  AmFitSelection selection = AmFitSelection::kHighestAttention;  // Default: highest attention.
+  OmpFastOptions omp;  // OMP / OMP-fast parameters. Default: OmpFastOptions{}.
   MathMode score_math = MathMode::kF32;          // QK^T, PV and Q C_k^T products. Default: f32.
   bool fit_beta = true;                          // Default: true. False keeps beta = 0.
   bool fit_values = true;                        // Default: true. False keeps the selected values.
@@ -48,6 +60,10 @@ struct AmFitOptions {
   NnlsOptions nnls;                              // Default: 30 steps, bounds [e^-3, e^3].
   LstsqOptions beta_lstsq;       // the least-squares start of w. Default: LstsqOptions{}.
   LstsqOptions values_lstsq;     // C_v; .ridge is AmOptions::ridge. Default: LstsqOptions{}.
+  // Where the values ridge pulls: false, towards 0 (C_v = argmin ||X C - Y||^2 + lambda ||C||^2,
+  // design §4); true, towards the kept values V_S (C_v = V_S + argmin ||X D - (Y - X V_S)||^2 +
+  // lambda ||D||^2), as the CPU front does (kernels/spec.h AmOptions::ridge). Default: false.
+  bool values_toward_kept = false;
   bool collect_timings = false;  // fill AmFitResult::timings (synchronises). Default: false.
 };
 
@@ -132,6 +148,15 @@ enum class GpuOp : uint8_t {
   kAmHighestAttention,
   kAmOmp,
   kAmOmpFast,
+  kOkDmd,  // okdmd.h: prefill fit, streaming update, basis refresh, scores
+  // methods.h: the selection methods
+  kWindowAttention,     // attention_sums.cuh: masked softmax column sums (H2O, SnapKV, D2O, ...)
+  kSnapKvPool,          // pooling.cuh: pooled group mean (SnapKV, PyramidKV, DynamicKV)
+  kH2oAccumulate,       // pooling.cuh: group sums of the accumulated attention (H2O, D2O)
+  kD2oLayerStats,       // pooling.cuh: min-max variance behind D2O's layer ratios
+  kDynamicKvBudgets,    // methods.h: per-head top candidates of DynamicKV's re-normalisation
+  kSelectTopK,          // select_topk.cuh + topk.cuh: forced positions, then top scores
+  kD2oMerge,            // d2o_merge.cuh: match, EMA threshold, merge of evicted tokens
 };
 const char* GpuOpName(GpuOp op);
 bool GpuSupports(GpuOp op);

@@ -8,6 +8,9 @@
 //
 // Usage: cuda_am_bench [--queries N] [--layers L] [--ratio R] [--reps K] [--tf32]
 //                      [--beta-init ls|uniform] [--tokens T1,T2,...]
+//                      [--select highest|omp-fast|omp] [--omp-pg-steps S] [--omp-power-iters P]
+// --select omp-fast runs OMP-fast selection (am_omp.h, design §4's default schedule) instead of
+// highest attention; design §7's target for it is under 10 s per model on one H100.
 // Without a CUDA device it prints why and exits with status 0 (nothing measured).
 #include <algorithm>
 #include <chrono>
@@ -36,7 +39,35 @@ struct BenchOptions {
   bool tf32 = false;
   BetaInit beta_init = BetaInit::kLeastSquares;
   std::vector<int64_t> tokens = {32768, 61440};
+  AmFitSelection selection = AmFitSelection::kHighestAttention;
+  int omp_pg_steps = OmpFastOptions{}.refit_pg_steps;
+  int omp_power_iters = OmpFastOptions{}.power_iters;
 };
+
+bool ParseSelection(const char* v, AmFitSelection* s) {
+  if (std::strcmp(v, "highest") == 0) {
+    *s = AmFitSelection::kHighestAttention;
+  } else if (std::strcmp(v, "omp-fast") == 0) {
+    *s = AmFitSelection::kOmpFast;
+  } else if (std::strcmp(v, "omp") == 0) {
+    *s = AmFitSelection::kOmp;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+const char* SelectionName(AmFitSelection s) {
+  switch (s) {
+    case AmFitSelection::kHighestAttention:
+      return "highest-attention";
+    case AmFitSelection::kOmp:
+      return "OMP";
+    case AmFitSelection::kOmpFast:
+      return "OMP-fast";
+  }
+  return "?";
+}
 
 bool ParseArgs(int argc, char** argv, BenchOptions* o) {
   for (int i = 1; i < argc; ++i) {
@@ -55,6 +86,12 @@ bool ParseArgs(int argc, char** argv, BenchOptions* o) {
       o->reps = std::atoi(v);
     } else if (a == "--beta-init" && (v = next())) {
       o->beta_init = std::strcmp(v, "uniform") == 0 ? BetaInit::kUniform : BetaInit::kLeastSquares;
+    } else if (a == "--select" && (v = next())) {
+      if (!ParseSelection(v, &o->selection)) return false;
+    } else if (a == "--omp-pg-steps" && (v = next())) {
+      o->omp_pg_steps = std::atoi(v);
+    } else if (a == "--omp-power-iters" && (v = next())) {
+      o->omp_power_iters = std::atoi(v);
     } else if (a == "--tokens" && (v = next())) {
       o->tokens.clear();
       for (char* p = const_cast<char*>(v); *p;) {
@@ -67,6 +104,10 @@ bool ParseArgs(int argc, char** argv, BenchOptions* o) {
     }
   }
   return o->queries >= 4 && o->layers >= 1 && o->ratio >= 1 && o->reps >= 1 && !o->tokens.empty();
+}
+
+std::vector<OmpFastStage> EffectiveSchedule(const AmFitOptions& o) {
+  return o.selection == AmFitSelection::kOmp ? PlainOmpSchedule() : o.omp.schedule;
 }
 
 // FLOPs of one AmFit call, counting the products and solves (not exp/log or sorting).
@@ -86,6 +127,16 @@ double CountFlops(const AmCase& c, const AmFitOptions& o) {
       f += 4.0 * n * t * (o.nnls.power_iters + o.nnls.pg_steps);
     }
     if (o.fit_values) f += lstsq(d);
+    if (o.selection != AmFitSelection::kHighestAttention && t_i < c.tokens) {
+      const std::vector<int64_t> rounds = OmpRoundSizes(t_i, EffectiveSchedule(o));
+      double k = 0;
+      for (size_t r = 0; r < rounds.size(); ++r) {
+        f += 2.0 * n * T;  // corr = Phi^T r
+        k += double(rounds[r]);
+        const double passes = 2.0 * (o.omp.power_iters + o.omp.refit_pg_steps) + 1.0;
+        if (r + 1 < rounds.size()) f += 2.0 * n * k * passes;
+      }
+    }
   }
   return f;
 }
@@ -129,6 +180,9 @@ Status RunCase(GpuContext& ctx, AmCase c, const BenchOptions& bo) {
   AmFitOptions o;
   o.score_math = bo.tf32 ? MathMode::kTf32 : MathMode::kF32;
   o.beta_init = bo.beta_init;
+  o.selection = bo.selection;
+  o.omp.refit_pg_steps = bo.omp_pg_steps;
+  o.omp.power_iters = bo.omp_power_iters;
   o.collect_timings = true;
   KVC_ASSIGN_OR_RETURN(AmFitResult warm, AmFit(p, o, ctx));  // pool, cuBLAS and CUB warm-up
   AmFitTimings sum;
@@ -147,9 +201,10 @@ Status RunCase(GpuContext& ctx, AmCase c, const BenchOptions& bo) {
   const double flops = CountFlops(c, o) * bo.layers;
   const double scale = 1.0 / (bo.reps * 1e3);
   std::printf(
-      "AM fit (%s, beta start %s): %.3f s per model (%d layers); select %.3f s, beta %.3f s,"
-      " values %.3f s\n",
-      MathModeName(o.score_math), o.beta_init == BetaInit::kUniform ? "uniform" : "lstsq",
+      "AM fit (%s selection, %s, beta start %s): %.3f s per model (%d layers); select %.3f s,"
+      " beta %.3f s, values %.3f s\n",
+      SelectionName(o.selection), MathModeName(o.score_math),
+      o.beta_init == BetaInit::kUniform ? "uniform" : "lstsq",
       per_model, bo.layers, sum.select_ms * scale, sum.beta_ms * scale, sum.values_ms * scale);
   KVC_ASSIGN_OR_RETURN(double gemm_tflops, MeasureScoresGemm(ctx, p, o.score_math));
   const double achieved = flops / per_model / 1e12;
@@ -157,7 +212,18 @@ Status RunCase(GpuContext& ctx, AmCase c, const BenchOptions& bo) {
       "counted work %.1f TFLOP per model -> %.1f TFLOP/s; cuBLAS %s GEMM on the scores "
       "shape %.1f TFLOP/s (ratio %.2f)\n",
       flops / 1e12, achieved, MathModeName(o.score_math), gemm_tflops, achieved / gemm_tflops);
-  std::printf("design §7 target: AM fitting under 1 s on one H100 at 60k tokens, 8B layout\n");
+  if (o.selection == AmFitSelection::kHighestAttention) {
+    std::printf("design §7 target: AM fitting under 1 s on one H100 at 60k tokens, 8B layout\n");
+  } else {
+    int64_t rounds = 0;
+    for (int64_t t : c.budgets) {
+      rounds = std::max<int64_t>(rounds, int64_t(OmpRoundSizes(t, EffectiveSchedule(o)).size()));
+    }
+    std::printf(
+        "design §7 target: AM with OMP-fast under 10 s on one H100; %lld selection rounds per "
+        "layer, each one pass over Phi (%.2f GiB) plus the refit passes over Phi_S\n",
+        (long long)rounds, 4.0 * c.batch * c.n() * c.tokens / double(1 << 30));
+  }
   PoolStats ps = ctx.pool().stats();
   std::printf("pool: peak in use %.2f GiB, cached %.2f GiB, %llu device allocations\n",
               double(ps.peak_bytes_in_use) / (1 << 30), double(ps.bytes_cached) / (1 << 30),
@@ -170,7 +236,9 @@ int Main(int argc, char** argv) {
   if (!ParseArgs(argc, argv, &bo)) {
     std::fprintf(stderr,
                  "usage: cuda_am_bench [--queries N] [--layers L] [--ratio R] [--reps K] "
-                 "[--tf32] [--beta-init ls|uniform] [--tokens T1,T2]\n");
+                 "[--tf32] [--beta-init ls|uniform] [--tokens T1,T2]\n"
+                 "                     [--select highest|omp-fast|omp] [--omp-pg-steps S] "
+                 "[--omp-power-iters P]\n");
     return 2;
   }
   if (DeviceCount() == 0) {

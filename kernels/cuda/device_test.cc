@@ -117,7 +117,8 @@ TEST(DeviceTest, RaggedLayoutRejectsBadOffsetsBeforeAllocating) {
 TEST(DeviceTest, CapabilityTable) {
   EXPECT_TRUE(GpuSupports(GpuOp::kAmHighestAttention));
   EXPECT_TRUE(GpuSupports(GpuOp::kNnls));
-  EXPECT_FALSE(GpuSupports(GpuOp::kAmOmpFast));
+  EXPECT_TRUE(GpuSupports(GpuOp::kAmOmpFast));
+  EXPECT_TRUE(GpuSupports(GpuOp::kAmOmp));
   EXPECT_STREQ(GpuOpName(GpuOp::kAmOmpFast), "am_omp_fast");
 }
 

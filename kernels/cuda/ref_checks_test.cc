@@ -195,6 +195,26 @@ TEST_P(RefChecks, AttentionMatchingBeatsSelectionOnHeldOutQueries) {
   EXPECT_LT(fa.mass_error, fs.mass_error);
 }
 
+// values_toward_kept: an overwhelming ridge leaves the kept values V_S; a negligible one gives the
+// plain least-squares values when the fit is well determined (the minimiser is unique).
+TEST_P(RefChecks, ValuesTowardKeptSolvesTheShiftedRidge) {
+  const AmCase& c = GetParam();
+  const AmFitHostProblem p = MakeProblem(c);
+  AmFitOptions o = StrictAmOptions();
+  o.values_toward_kept = true;
+  o.values_lstsq.ridge = 1e8;
+  const AmFitHostResult heavy = ref::AmFit(p, o);
+  ASSERT_TRUE(ref::AllFinite(heavy.values));
+  const ref::Vec kept = ref::GatherRows(p.v, p.tokens, p.head_dim, heavy.indices, heavy.offsets);
+  EXPECT_LT(ref::Nmse(heavy.values, kept), 1e-6);
+  if (!c.well_determined()) return;
+  o.values_lstsq.ridge = 0;
+  o.values_lstsq.min_relative_ridge = 1e-9;
+  AmFitOptions plain = o;
+  plain.values_toward_kept = false;
+  EXPECT_LT(ref::Nmse(ref::AmFit(p, o).values, ref::AmFit(p, plain).values), 1e-4);
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, RefChecks, testing::ValuesIn(ComparisonCases()), CaseName);
 
 TEST(RefTopK, TiesGoToTheLowerPosition) {

@@ -292,6 +292,27 @@ Vec FitBeta(const AmFitHostProblem& p, const AmFitOptions& o, const Offsets& out
 
 }  // namespace
 
+namespace {
+
+// y_b - X_b V_S_b per head, in double (V_S: r.values as gathered).
+Vec SubtractKeptOutputs(const Vec& x, const AmFitHostResult& r, int64_t n, int64_t d, Vec y) {
+  for (size_t b = 0; b + 1 < r.offsets.size(); ++b) {
+    const int64_t t = Cols(r.offsets, int64_t(b)), off = r.offsets[b];
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t c = 0; c < d; ++c) {
+        double acc = 0;
+        for (int64_t j = 0; j < t; ++j) {
+          acc += double(x[size_t(n * off + i * t + j)]) * r.values[size_t((off + j) * d + c)];
+        }
+        y[size_t((int64_t(b) * n + i) * d + c)] -= float(acc);
+      }
+    }
+  }
+  return y;
+}
+
+}  // namespace
+
 AmFitHostResult AmFit(const AmFitHostProblem& p, const AmFitOptions& o, Accum acc) {
   const int64_t B = p.batch, n = p.n, T = p.tokens, d = p.head_dim;
   const Offsets full_off = UniformOffsets(B, T);
@@ -302,15 +323,31 @@ AmFitHostResult AmFit(const AmFitHostProblem& p, const AmFitOptions& o, Accum ac
   const Vec probs = RowExpShift(s, full_off, n, nullptr, full.lse);
   const Vec y = AttentionOutputs(probs, p.v, B, n, T, d);
   r.offsets = OffsetsFromCounts(p.budgets);
-  r.indices = TopK(p.selector.empty() ? r.scores : p.selector, full_off, r.offsets);
+  AmFitOptions ob = o;  // the beta fit's options: OMP bounds after OMP selection (design §4)
+  if (o.selection != AmFitSelection::kHighestAttention) {
+    OmpFastOptions omp = o.omp;
+    if (o.selection == AmFitSelection::kOmp) omp.schedule = PlainOmpSchedule();
+    const Vec phi = RowExpShift(s, full_off, n, nullptr, full.max);
+    r.indices = OmpFastSelect(phi, RowMass(full.lse, full.max), B, n, T, p.budgets, omp);
+    ob.nnls.lower = o.omp.lower;
+    ob.nnls.upper = o.omp.upper;
+  } else {
+    r.indices = TopK(p.selector.empty() ? r.scores : p.selector, full_off, r.offsets);
+  }
   r.keys = GatherRows(p.k, T, d, r.indices, r.offsets);
   r.values = GatherRows(p.v, T, d, r.indices, r.offsets);
   const Vec sc = KeptScores(p, r.offsets, r.keys);
-  r.beta = FitBeta(p, o, r.offsets, sc, full, acc);
+  r.beta = FitBeta(p, ob, r.offsets, sc, full, acc);
   if (o.fit_values && r.offsets.back() > 0) {
     const RowStatsResult kept = RowStats(sc, r.offsets, n, &r.beta);
     const Vec x = RowExpShift(sc, r.offsets, n, &r.beta, kept.lse);
-    r.values = RidgeLeastSquares(x, r.offsets, n, y, d, o.values_lstsq, acc);
+    if (!o.values_toward_kept) {
+      r.values = RidgeLeastSquares(x, r.offsets, n, y, d, o.values_lstsq, acc);
+    } else {
+      const Vec delta = RidgeLeastSquares(x, r.offsets, n, SubtractKeptOutputs(x, r, n, d, y), d,
+                                          o.values_lstsq, acc);
+      for (size_t i = 0; i < delta.size(); ++i) r.values[i] += delta[i];
+    }
   }
   return r;
 }

@@ -74,7 +74,13 @@ std::vector<double> GramLambdaMax(const Vec& phi, const Offsets& offsets, int64_
 Vec RidgeLeastSquares(const Vec& a, const Offsets& offsets, int64_t rows, const Vec& b, int64_t r,
                       const LstsqOptions& o, Accum acc = Accum::kDouble);
 
-// am_fit.h's pipeline on the CPU. selector empty or [batch, T].
+// am_omp.h's OMP / OMP-fast selection in double (same rounds, picks, tie rule and refits).
+// phi [batch, n, T], z [batch, n]; returns every head's positions ascending, heads concatenated.
+std::vector<int32_t> OmpFastSelect(const Vec& phi, const Vec& z, int64_t batch, int64_t n,
+                                   int64_t T, const std::vector<int64_t>& budgets,
+                                   const OmpFastOptions& o);
+
+// am_fit.h's pipeline on the CPU (o.selection included). selector empty or [batch, T].
 AmFitHostResult AmFit(const AmFitHostProblem& p, const AmFitOptions& o, Accum acc = Accum::kDouble);
 
 // Held-out fidelity of a compacted result (design §4), averaged over heads: per head the mean
