@@ -63,7 +63,8 @@ void AddFlags(FlagBinder& b) {
   b.Value("--http-port", KVC_FIELD(http_port), "HTTP /metrics and /healthz port (0: any)");
   b.Switch("--no-ucx", KVC_FIELD(ucx_enabled), false, "run without the UCX data plane");
   b.Value("--ucx-staging-bytes", KVC_FIELD(ucx_staging_bytes), "UCX receive buffer budget");
-  b.Value("--executor", KVC_FIELD(executor), "compaction executor: cpu");
+  b.Value("--executor", KVC_FIELD(executor),
+          "compaction executor: auto (GPU if present), cpu, gpu");
   b.Value("--queue-capacity", KVC_FIELD(engine.queue_capacity), "jobs waiting to run");
   b.Value("--executor-threads", KVC_FIELD(engine.executor_threads), "compactions at once");
   b.Value("--compaction-threads", KVC_FIELD(engine.compaction_threads),

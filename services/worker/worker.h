@@ -54,8 +54,9 @@ class Worker {
 
   // Opens the store and starts everything; returns once every listener is bound. On error
   // everything already started is stopped again and the error names the part that failed
-  // (store IOError/Corruption, Unavailable for a port in use or UCX that cannot start,
-  // NotSupported for an executor this build lacks).
+  // (store IOError/Corruption, Unavailable for a port in use or UCX that cannot start, the
+  // GPU executor's errors for GPUs that exist but fail to initialise; executor "gpu" without a
+  // device runs on the CPU, see engine::MakeExecutor).
   Status Start();
   // "kvcompactd ready thrift=HOST:PORT ucx=HOST:PORT http=HOST:PORT" (ucx=off without UCX).
   // REQUIRES: Start() returned OK.

@@ -139,8 +139,8 @@ Status WorkerOptions::Validate() const {
   if (clash) return bad("the Thrift, UCX and HTTP ports must differ (or be 0)");
   if (ucx_handler_threads < 1) return bad("ucx.handler_threads must be at least 1");
   if (ucx_enabled && ucx_staging_bytes == 0) return bad("ucx.staging_bytes must be positive");
-  if (executor != "cpu" && executor != "gpu") {
-    return bad("engine.executor '" + executor + "' is not one of cpu, gpu");
+  if (executor != "auto" && executor != "cpu" && executor != "gpu") {
+    return bad("engine.executor '" + executor + "' is not one of auto, cpu, gpu");
   }
   KVC_RETURN_IF_ERROR(engine.Validate());
   if (warm_ttl_s < 0 || warm_demote_after_s < 0 || cold_ttl_s < 0) {

@@ -1,8 +1,8 @@
 // Everything kvcompactd can be told, with its embedded defaults, and how it is told: an optional
 // JSON config file (common/config.h; unknown keys are rejected) overridden by command-line flags.
 //
-// Defaults: data under ./var (warm tier ./var/warm, cold tier ./var/cold when enabled), CPU
-// executor, listening on 0.0.0.0 with
+// Defaults: data under ./var (warm tier ./var/warm, cold tier ./var/cold when enabled), the
+// "auto" executor (GPUs when present, else CPU), listening on 0.0.0.0 with
 //   Thrift  7400   (framed binary protocol; services/rpc)
 //   UCX     7401   (data plane; services/transport)
 //   HTTP    7402   (GET /metrics, GET /healthz)
@@ -12,7 +12,7 @@
 //   data_dir, log.level, log.file
 //   listen.address, listen.advertise_host, ports.thrift, ports.ucx, ports.http
 //   ucx.enabled, ucx.staging_bytes, ucx.handler_threads
-//   engine.executor ("cpu"), engine.queue_capacity, engine.executor_threads,
+//   engine.executor ("auto"), engine.queue_capacity, engine.executor_threads,
 //   engine.compaction_threads, engine.staging_bytes, engine.default_deadline_ms,
 //   engine.max_deadline_ms, engine.max_request_bytes, engine.max_tokens, engine.max_blocks,
 //   engine.retry_after_ms, engine.staged_upload_ttl_ms, engine.job_retention_ms,
@@ -63,8 +63,10 @@ struct WorkerOptions {
   // Threads that run the UCX upload/fetch handlers. Default: 2.
   int ucx_handler_threads = 2;
 
-  // "cpu" (the only executor built today; "gpu" is refused until it exists). Default: "cpu".
-  std::string executor = "cpu";
+  // Where compactions run (services/engine/executor.h): "auto" (the GPUs when a CUDA device
+  // is usable, else the CPU), "cpu", or "gpu" (every local GPU; on a machine or build without
+  // CUDA it logs a warning and runs on the CPU, reported as executor "cpu"). Default: "auto".
+  std::string executor = "auto";
   // Queue, threads, budgets, deadlines: see services/engine/engine_types.h.
   engine::EngineOptions engine;
 

@@ -38,7 +38,7 @@ TEST_F(WorkerOptionsTest, EmbeddedDefaults) {
   EXPECT_EQ(o.thrift_port, 7400);
   EXPECT_EQ(o.ucx_port, 7401);
   EXPECT_EQ(o.http_port, 7402);
-  EXPECT_EQ(o.executor, "cpu");
+  EXPECT_EQ(o.executor, "auto");
   EXPECT_TRUE(o.ucx_enabled);
   EXPECT_TRUE(o.store_sync);
   const storage::TieredStoreOptions s = o.StoreOptions();
@@ -91,6 +91,7 @@ TEST_F(WorkerOptionsTest, BadFlagsAndValues) {
   EXPECT_EQ(Parse({"--thrift-port", "x"}).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(Parse({"--http-port", "7400"}).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(Parse({"--executor", "tpu"}).status().code(), Code::kInvalidArgument);
+  for (const char* kind : {"auto", "cpu", "gpu"}) EXPECT_TRUE(Parse({"--executor", kind}).ok());
   EXPECT_EQ(Parse({"--queue-capacity", "0"}).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(Parse({"--log-level", "loud"}).status().code(), Code::kInvalidArgument);
   // Ports of 0 never clash, and --no-ucx frees the UCX port.

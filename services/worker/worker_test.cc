@@ -1,11 +1,13 @@
 // The Worker in-process: start on free ports without UCX, serve HTTP and Thrift, shut down on
-// request, and refuse to start on a taken port or an unbuilt executor.
+// request, refuse to start on a taken port or an unknown executor, and serve on the CPU when
+// asked for GPUs that are not there.
 #include "services/worker/worker.h"
 
 #include <gtest/gtest.h>
 
 #include <future>
 
+#include "kernels/backend_factory.h"
 #include "services/rpc/rpc_testing.h"
 #include "storage/testing.h"
 
@@ -74,11 +76,25 @@ TEST(WorkerTest, StartFailuresNameTheCause) {
   EXPECT_EQ(st.code(), Code::kUnavailable) << st.ToString();
   EXPECT_NE(st.message().find("http"), std::string::npos);
 
-  WorkerOptions gpu = LocalOptions(dir.Sub("c"));
-  gpu.executor = "gpu";
-  Worker third(gpu);
-  EXPECT_EQ(third.Start().code(), Code::kNotSupported);
+  WorkerOptions tpu = LocalOptions(dir.Sub("c"));
+  tpu.executor = "tpu";
+  Worker third(tpu);
+  EXPECT_EQ(third.Start().code(), Code::kInvalidArgument);
   EXPECT_FALSE(third.Run().ok());  // Run without a successful Start
+}
+
+// "gpu" on a machine (or build) without a CUDA device serves on the CPU and says so.
+TEST(WorkerTest, GpuExecutorWithoutADeviceServesOnTheCpu) {
+  storage::testing::TempDir dir("kvc-worker");
+  WorkerOptions gpu = LocalOptions(dir.Sub("gpu"));
+  gpu.executor = "gpu";
+  Worker worker(gpu);
+  ASSERT_TRUE(worker.Start().ok());
+  EXPECT_EQ(worker.engine().Health().executor, GpuDeviceCount() > 0 ? "gpu" : "cpu");
+  auto run = std::async(std::launch::async, [&] { return worker.Run(); });
+  worker.RequestShutdown();
+  ASSERT_EQ(run.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  EXPECT_TRUE(run.get().ok());
 }
 
 }  // namespace
