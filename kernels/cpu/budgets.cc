@@ -137,19 +137,6 @@ Budgets D2oBudgetsFromRatios(std::vector<double> ratio, const D2oOptions& o, int
 
 namespace {
 
-Allocator DefaultAllocator(Method m) {
-  switch (m) {
-    case Method::kPyramidKv:
-      return Allocator::kPyramid;
-    case Method::kDynamicKv:
-      return Allocator::kDynamicKv;
-    case Method::kD2o:
-      return Allocator::kD2o;
-    default:
-      return Allocator::kUniform;
-  }
-}
-
 // Every head of layer l gets layer_share[l].
 std::vector<double> PerHeadShares(const std::vector<double>& layer_share, int H) {
   std::vector<double> shares;
@@ -175,6 +162,20 @@ Result<Budgets> D2oBudgets(const PreparedCache& c, const D2oOptions& o, int64_t 
 
 }  // namespace
 
+Allocator ResolveAllocator(const CompactionSpec& spec) {
+  if (spec.allocator != Allocator::kDefault) return spec.allocator;
+  switch (spec.method) {
+    case Method::kPyramidKv:
+      return Allocator::kPyramid;
+    case Method::kDynamicKv:
+      return Allocator::kDynamicKv;
+    case Method::kD2o:
+      return Allocator::kD2o;
+    default:
+      return Allocator::kUniform;
+  }
+}
+
 Result<Budgets> AllocateBudgets(const PreparedCache& c, const ScoreSet& scores,
                                 const CompactionSpec& spec, int64_t head_budget) {
   KVC_RETURN_IF_ERROR(CheckPrepared(c));
@@ -184,8 +185,7 @@ Result<Budgets> AllocateBudgets(const PreparedCache& c, const ScoreSet& scores,
   const int L = c.layout.n_layers, H = c.layout.n_kv_heads;
   const int64_t T = c.T();
   const int64_t total = static_cast<int64_t>(L) * H * head_budget;
-  const Allocator a =
-      spec.allocator == Allocator::kDefault ? DefaultAllocator(spec.method) : spec.allocator;
+  const Allocator a = ResolveAllocator(spec);
   switch (a) {
     case Allocator::kDefault:
     case Allocator::kUniform:

@@ -231,7 +231,9 @@ std::vector<HeadResult> MergeLayer(const PreparedCache& c, int l,
   return out;
 }
 
-Status CheckSelection(const PreparedCache& c, const Selection& sel) {
+}  // namespace
+
+Status CheckD2oSelection(const PreparedCache& c, const Selection& sel) {
   const int L = c.layout.n_layers, H = c.layout.n_kv_heads;
   if (static_cast<int>(sel.size()) != L) {
     return Status::InvalidArgument("d2o merge: selection has " + std::to_string(sel.size()) +
@@ -253,12 +255,10 @@ Status CheckSelection(const PreparedCache& c, const Selection& sel) {
   return Status::OK();
 }
 
-}  // namespace
-
 Result<LayerResults> D2oMergeRound(const PreparedCache& c, const Selection& sel,
                                    const D2oOptions& o, std::vector<D2oThreshold>* thresholds) {
   KVC_RETURN_IF_ERROR(CheckPrepared(c));
-  KVC_RETURN_IF_ERROR(CheckSelection(c, sel));
+  KVC_RETURN_IF_ERROR(CheckD2oSelection(c, sel));
   const int L = c.layout.n_layers;
   if (thresholds->empty()) thresholds->resize(L);
   if (static_cast<int>(thresholds->size()) != L) {

@@ -27,6 +27,9 @@ class D2oThreshold {
   double tau_ = 0.0;
 };
 
+// InvalidArgument unless sel is [L][H] with every head's positions sorted, unique, in [0, T).
+Status CheckD2oSelection(const PreparedCache& c, const Selection& sel);
+
 // One eviction round of D2O's merge over every layer. thresholds[l] carries layer l's threshold
 // from round to round (a caller re-compacting a growing cache passes the same vector each time);
 // it is resized to L when empty. D2oMerge (pipeline.h) is one round with fresh thresholds.

@@ -24,7 +24,9 @@ void AccumulateHead(const PreparedCache& c, int l, int h, bool use_window, float
   for (int64_t t = 0; t < T; ++t) score[t] = static_cast<float>(sums[t]);
 }
 
-Status CheckFitQueries(const PreparedCache& c) {
+}  // namespace
+
+Status CheckH2oFitQueries(const PreparedCache& c) {
   for (size_t l = 0; l < c.layers.size(); ++l) {
     const std::optional<Tensor>& q = c.layers[l].q_fit;
     if (!q.has_value() || q->rank() != 3 || q->dim(0) != c.layout.n_q_heads || q->dim(2) != c.d() ||
@@ -35,8 +37,6 @@ Status CheckFitQueries(const PreparedCache& c) {
   }
   return Status::OK();
 }
-
-}  // namespace
 
 // Uses q_window (causally normalised) when sent; otherwise the fit part of q_ref with full
 // attention; neither is InvalidArgument. forced = the last round(recent_fraction * head_budget)
@@ -51,7 +51,7 @@ Result<ScoreSet> ScoreH2o(const PreparedCache& c, const H2oOptions& o, int64_t h
   if (has_window) {
     KVC_RETURN_IF_ERROR(WindowRows(c, 0, "h2o").status());
   } else if (has_fit) {
-    KVC_RETURN_IF_ERROR(CheckFitQueries(c));
+    KVC_RETURN_IF_ERROR(CheckH2oFitQueries(c));
   } else {
     return Status::InvalidArgument("h2o needs q_window (or q_ref)");
   }

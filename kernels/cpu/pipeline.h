@@ -44,13 +44,11 @@ struct ScoreSet {
   int n_layers = 0;
   int n_kv_heads = 0;
   int64_t T = 0;
-  std::vector<float> scores;     // [L, H, T] row-major
-  std::vector<int64_t> forced;   // sorted, unique positions in [0, T)
+  std::vector<float> scores;    // [L, H, T] row-major
+  std::vector<int64_t> forced;  // sorted, unique positions in [0, T)
 
   float* at(int l, int h) { return scores.data() + (size_t(l) * n_kv_heads + h) * T; }
-  const float* at(int l, int h) const {
-    return scores.data() + (size_t(l) * n_kv_heads + h) * T;
-  }
+  const float* at(int l, int h) const { return scores.data() + (size_t(l) * n_kv_heads + h) * T; }
   static ScoreSet Zeros(int L, int H, int64_t T) {
     ScoreSet s;
     s.n_layers = L;
@@ -80,6 +78,8 @@ using LayerResults = std::vector<std::vector<HeadResult>>;  // [L][H]
 // query kind when the method needs queries that were not sent. ---------------------------------
 Result<ScoreSet> ScoreStreamingLlm(const PreparedCache& c, const StreamingLlmOptions& o);
 Result<ScoreSet> ScoreH2o(const PreparedCache& c, const H2oOptions& o, int64_t head_budget);
+// H2O's query check: InvalidArgument unless every layer has q_fit [n_q, N >= 1, d].
+Status CheckH2oFitQueries(const PreparedCache& c);
 Result<ScoreSet> ScoreSnapKv(const PreparedCache& c, const SnapKvOptions& o);
 Result<ScoreSet> ScoreDynamicKv(const PreparedCache& c, const DynamicKvOptions& o);
 Result<ScoreSet> ScoreD2o(const PreparedCache& c, const D2oOptions& o, int64_t head_budget);
@@ -94,6 +94,9 @@ Result<ScoreSet> ComputeScores(const PreparedCache& c, const CompactionSpec& spe
 // result sums to exactly L * H * head_budget (less only where T caps it), every entry in [0, T].
 Result<Budgets> AllocateBudgets(const PreparedCache& c, const ScoreSet& scores,
                                 const CompactionSpec& spec, int64_t head_budget);
+// The allocator AllocateBudgets uses: spec.allocator, or the method's own for kDefault
+// (PyramidKV -> pyramid, DynamicKV -> dynamickv, D2O -> d2o, otherwise uniform).
+Allocator ResolveAllocator(const CompactionSpec& spec);
 
 // The data-driven AM allocator (Allocator::kAm), in kernels/cpu/am_allocator.cc: gives each
 // head the keys that buy the most held-out fidelity, capped at 0.75 of a head's keys.

@@ -30,19 +30,6 @@ Status CheckD2oOptions(const D2oOptions& o) {
   return Status::OK();
 }
 
-// h2o.cc's q_fit check (same message).
-Status CheckFitQueries(const cpu::PreparedCache& c) {
-  for (size_t l = 0; l < c.layers.size(); ++l) {
-    const std::optional<Tensor>& q = c.layers[l].q_fit;
-    if (!q.has_value() || q->rank() != 3 || q->dim(0) != c.layout.n_q_heads || q->dim(2) != c.d() ||
-        q->dim(1) <= 0) {
-      return Status::InvalidArgument("h2o: layer " + std::to_string(l) +
-                                     " has no usable q_fit rows [n_q, N, d]");
-    }
-  }
-  return Status::OK();
-}
-
 cpu::ScoreSet ToScoreSet(const cpu::PreparedCache& c, std::vector<float> scores,
                          std::vector<int64_t> forced) {
   cpu::ScoreSet s;
@@ -113,7 +100,7 @@ Result<cpu::ScoreSet> ScoreH2oGpu(const cpu::PreparedCache& c, const H2oOptions&
     r.source = QuerySource::kWindow;
     r.causal = true;
   } else if (has_fit) {
-    KVC_RETURN_IF_ERROR(CheckFitQueries(c));
+    KVC_RETURN_IF_ERROR(cpu::CheckH2oFitQueries(c));
     r.source = QuerySource::kFit;
     r.rows = c.layers[0].q_fit->dim(1);
     r.causal = false;
@@ -220,21 +207,6 @@ int64_t ObservationWindow(const cpu::PreparedCache& c, int requested) {
   return rows.ok() ? *rows : 0;
 }
 
-// budgets.cc's DefaultAllocator.
-Allocator Resolve(const CompactionSpec& spec) {
-  if (spec.allocator != Allocator::kDefault) return spec.allocator;
-  switch (spec.method) {
-    case Method::kPyramidKv:
-      return Allocator::kPyramid;
-    case Method::kDynamicKv:
-      return Allocator::kDynamicKv;
-    case Method::kD2o:
-      return Allocator::kD2o;
-    default:
-      return Allocator::kUniform;
-  }
-}
-
 }  // namespace
 
 Result<std::vector<int64_t>> DynamicKvLayerBudgetsGpu(const cpu::ScoreSet& scores,
@@ -259,7 +231,7 @@ Result<std::vector<int64_t>> DynamicKvLayerBudgetsGpu(const cpu::ScoreSet& score
 Result<cpu::Budgets> AllocateBudgetsGpu(const cpu::PreparedCache& c, const cpu::ScoreSet& scores,
                                         const CompactionSpec& spec, int64_t head_budget,
                                         GpuContext& ctx, const GpuMethodsOptions& mo) {
-  const Allocator a = Resolve(spec);
+  const Allocator a = cpu::ResolveAllocator(spec);
   if (a != Allocator::kDynamicKv && a != Allocator::kD2o) {
     return cpu::AllocateBudgets(c, scores, spec, head_budget);  // no statistics to compute
   }

@@ -14,29 +14,6 @@
 namespace kvc::cuda {
 namespace {
 
-// d2o.cc's selection check (same messages).
-Status CheckSelection(const cpu::PreparedCache& c, const cpu::Selection& sel) {
-  const int L = c.layout.n_layers, H = c.layout.n_kv_heads;
-  if (static_cast<int>(sel.size()) != L) {
-    return Status::InvalidArgument("d2o merge: selection has " + std::to_string(sel.size()) +
-                                   " layers, cache has " + std::to_string(L));
-  }
-  for (int l = 0; l < L; ++l) {
-    if (static_cast<int>(sel[l].size()) != H) {
-      return Status::InvalidArgument("d2o merge: selection layer " + std::to_string(l) +
-                                     " has the wrong number of heads");
-    }
-    for (const std::vector<int64_t>& pos : sel[l]) {
-      for (size_t i = 0; i < pos.size(); ++i) {
-        if (pos[i] < 0 || pos[i] >= c.T() || (i > 0 && pos[i] <= pos[i - 1])) {
-          return Status::InvalidArgument("d2o merge: positions must be sorted, unique, in [0, T)");
-        }
-      }
-    }
-  }
-  return Status::OK();
-}
-
 // Kept and evicted positions of layers [l0, l0 + lc), flat and ragged per head. A head that keeps
 // nothing evicts nothing (the CPU has nothing to merge into); with merging off nothing is
 // matched at all.
@@ -191,7 +168,7 @@ Result<cpu::LayerResults> D2oMergeRoundGpu(const cpu::PreparedCache& c, const cp
                                            std::vector<cpu::D2oThreshold>* thresholds,
                                            GpuContext& ctx, const GpuMethodsOptions& mo) {
   KVC_RETURN_IF_ERROR(cpu::CheckPrepared(c));
-  KVC_RETURN_IF_ERROR(CheckSelection(c, sel));
+  KVC_RETURN_IF_ERROR(cpu::CheckD2oSelection(c, sel));
   const int L = c.layout.n_layers, H = c.layout.n_kv_heads;
   if (thresholds->empty()) thresholds->resize(size_t(L));
   if (static_cast<int>(thresholds->size()) != L) {
