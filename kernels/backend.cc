@@ -21,6 +21,12 @@ Result<cpu::ScoreSet> ComputeBackend::ScoreHighestAttention(const cpu::PreparedC
   return NotOnBackend(*this, "ScoreHighestAttention");
 }
 
+Result<cpu::Budgets> ComputeBackend::AllocateBudgets(const cpu::PreparedCache&,
+                                                     const cpu::ScoreSet&, const CompactionSpec&,
+                                                     int64_t) {
+  return NotOnBackend(*this, "AllocateBudgets");
+}
+
 Result<cpu::LayerResults> ComputeBackend::AttentionMatchingFit(const cpu::PreparedCache&,
                                                                const cpu::Selection&,
                                                                const cpu::Budgets&,

@@ -5,6 +5,7 @@
 //
 //   Score   ComputeScores (spec.method's scorer, or spec.am.selector for AM with kScores)
 //           ScoreHighestAttention (AM highest-attention, when the allocator needs scores)
+//   Allocate AllocateBudgets (every allocator but the data-driven AM one)
 //   Post    AttentionMatchingFit | D2oMerge
 //
 // A method answers one of three ways:
@@ -13,7 +14,7 @@
 //   - NotSupported: "not on this backend" — the front runs the CPU function for this stage
 //     (this is every method's default, so a backend implements only what it has);
 //   - any other error: the front stops and returns it, naming the backend; nothing is changed.
-// Validation, preparation, the held-out split, budget allocation, selection, assembly, fidelity
+// Validation, preparation, the held-out split, the AM allocator, selection, assembly, fidelity
 // and the quality gate always run on the CPU. The front records which backend ran each stage
 // (CompactionResult::backends, metadata "backend").
 //
@@ -45,6 +46,11 @@ class ComputeBackend {
                                               const CompactionSpec& spec, int64_t head_budget);
   // As cpu::ScoreHighestAttention. Default: NotSupported.
   virtual Result<cpu::ScoreSet> ScoreHighestAttention(const cpu::PreparedCache& c);
+  // As cpu::AllocateBudgets (offered for every allocator but kAm, after the Score stage).
+  // Default: NotSupported.
+  virtual Result<cpu::Budgets> AllocateBudgets(const cpu::PreparedCache& c,
+                                               const cpu::ScoreSet& scores,
+                                               const CompactionSpec& spec, int64_t head_budget);
   // As cpu::AttentionMatchingFit: `sel` empty means every head selects itself per o.selection;
   // otherwise it is the fixed [L][H] selection of size budgets[l][h]. Default: NotSupported.
   virtual Result<cpu::LayerResults> AttentionMatchingFit(const cpu::PreparedCache& c,

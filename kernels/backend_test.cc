@@ -38,6 +38,12 @@ class CpuMirror : public ComputeBackend {
     ++calls;
     return cpu::ScoreHighestAttention(c);
   }
+  Result<cpu::Budgets> AllocateBudgets(const cpu::PreparedCache& c, const cpu::ScoreSet& s,
+                                       const CompactionSpec& spec, int64_t hb) override {
+    if (!Has("alloc")) return ComputeBackend::AllocateBudgets(c, s, spec, hb);
+    ++calls;
+    return cpu::AllocateBudgets(c, s, spec, hb);
+  }
   Result<cpu::LayerResults> AttentionMatchingFit(const cpu::PreparedCache& c,
                                                  const cpu::Selection& sel, const cpu::Budgets& b,
                                                  const AmOptions& o) override {
@@ -168,6 +174,8 @@ TEST(BackendTest, CpuMirrorIsBitIdenticalAndRecordedPerStage) {
     const nlohmann::json md = BackendMetadata(*got);
     EXPECT_EQ(md["score"], c.score);
     EXPECT_EQ(md["post"], c.post);
+    // Allocation is offered whenever scores exist (no case here uses the AM allocator).
+    EXPECT_EQ(md["allocate"], std::string(c.score) == "none" ? "cpu" : "test");
     // Without a backend every stage that ran says "cpu".
     const nlohmann::json cpu_md = BackendMetadata(*ref);
     EXPECT_EQ(cpu_md["score"], std::string(c.score) == "none" ? "none" : "cpu");
@@ -193,7 +201,8 @@ TEST(BackendTest, NotSupportedFallsBackToTheCpuStageByStage) {
   Result<CompactionResult> got = Compact(cache, pyr, &am_only);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(am_only.calls, 1);
-  EXPECT_EQ(BackendMetadata(*got), nlohmann::json({{"score", "cpu"}, {"post", "test"}}));
+  EXPECT_EQ(BackendMetadata(*got),
+            nlohmann::json({{"score", "cpu"}, {"allocate", "cpu"}, {"post", "test"}}));
   Result<CompactionResult> ref = Compact(cache, pyr);
   ASSERT_TRUE(ref.ok());
   ExpectSameCache(*ref, *got);

@@ -187,7 +187,11 @@ Result<LayerResults> RunRound(const PreparedCache& p, const CompactionSpec& spec
   if (spec.allocator == Allocator::kAm) {
     KVC_ASSIGN_OR_RETURN(budgets, cpu::AllocateAmBudgets(p, spec, hb, pool));
   } else if (scores) {
-    KVC_ASSIGN_OR_RETURN(budgets, cpu::AllocateBudgets(p, *scores, spec, hb));
+    KVC_ASSIGN_OR_RETURN(
+        budgets, RunStage<Budgets>(
+                     backend, "allocate", ran.allocate,
+                     [&](ComputeBackend& b) { return b.AllocateBudgets(p, *scores, spec, hb); },
+                     [&] { return cpu::AllocateBudgets(p, *scores, spec, hb); }));
   } else {
     budgets = UniformBudgets(L, H, hb);
   }
@@ -251,7 +255,7 @@ std::string GateOutcome::ToJson() const {
 }
 
 std::string StageBackends::ToJson() const {
-  nlohmann::ordered_json j = {{"score", score}, {"post", post}};
+  nlohmann::ordered_json j = {{"score", score}, {"allocate", allocate}, {"post", post}};
   return j.dump();
 }
 

@@ -71,8 +71,9 @@ struct GateOutcome {
 // allocator: its selection happens inside the AM fit, which is the "post" stage).
 struct StageBackends {
   std::string score = "none";
+  std::string allocate = "cpu";
   std::string post = "cpu";
-  std::string ToJson() const;  // {"score": ..., "post": ...}
+  std::string ToJson() const;  // {"score": ..., "allocate": ..., "post": ...}
 };
 
 struct CompactionResult {

@@ -441,6 +441,18 @@ Result<cpu::LayerResults> GpuBackend::D2oMerge(const PreparedCache& c, const cpu
   return D2oMergeGpu(c, sel, o, *contexts_[0]);
 }
 
+Result<cpu::Budgets> GpuBackend::AllocateBudgets(const PreparedCache& c, const ScoreSet& scores,
+                                                 const CompactionSpec& spec, int64_t head_budget) {
+  const Allocator a = cpu::ResolveAllocator(spec);
+  if (a != Allocator::kDynamicKv && a != Allocator::kD2o) {
+    return Status::NotSupported(std::string("allocator ") + AllocatorName(a) +
+                                " has no statistics to compute on the GPU");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  KVC_CUDA_RETURN_IF_ERROR(cudaSetDevice(devices_[0]), "cudaSetDevice");
+  return AllocateBudgetsGpu(c, scores, spec, head_budget, *contexts_[0]);
+}
+
 Result<std::vector<float>> GpuBackend::AllGatherForTest(
     const std::vector<std::vector<float>>& per_rank, int read_rank) {
   const int D = comms_->size();

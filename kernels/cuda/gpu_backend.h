@@ -11,6 +11,8 @@
 //     across the devices) and OK-DMD (okdmd.h; on the first device); StreamingLLM stays on
 //     the CPU (it reads no attention).
 //   - D2oMerge (methods.h D2oMergeGpu; on the first device: thresholds run across layers).
+//   - AllocateBudgets for DynamicKV and D2O (methods.h AllocateBudgetsGpu; first device, over
+//     the all-gathered scores).
 // Per layer, the KV heads are one batch (pooled GQA queries: kv head h reads q_fit heads
 // h*g..h*g+g-1, contiguous, so a layer's q_fit is [H, g*N, d] as is); a batch that runs out of
 // device memory is halved and retried down to one head (GpuBackendOptions::max_batch_heads caps
@@ -70,6 +72,10 @@ class GpuBackend final : public ComputeBackend {
                                                  const AmOptions& o) override;
   Result<cpu::LayerResults> D2oMerge(const cpu::PreparedCache& c, const cpu::Selection& sel,
                                      const D2oOptions& o) override;
+  // DynamicKV's and D2O's allocators (their statistics on the first device, methods.h
+  // AllocateBudgetsGpu); the others are plain arithmetic and answer NotSupported.
+  Result<cpu::Budgets> AllocateBudgets(const cpu::PreparedCache& c, const cpu::ScoreSet& scores,
+                                       const CompactionSpec& spec, int64_t head_budget) override;
 
   // The score all-gather on its own, for tests: rank r contributes `per_rank[r]` (host floats,
   // every entry the same length); returns what rank `read_rank` received (size() * length

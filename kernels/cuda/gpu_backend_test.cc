@@ -110,7 +110,7 @@ TEST(GpuBackendTest, FixedSelectionKeepsExactlyTheCpuPositions) {
   ASSERT_NE(b, nullptr);
   CompactionSpec spec = AmSpec();
   spec.am.selection = AmSelection::kScores;
-  spec.am.selector = Method::kSnapKv;  // scored on the CPU (no GPU scorer yet), fitted on GPU
+  spec.am.selector = Method::kStreamingLlm;  // scored on the CPU (no attention), fitted on GPU
   auto [cpu, gpu] = RunBoth(TestCache(), spec, b.get());
   EXPECT_EQ(Stage(gpu, "score"), "cpu");
   EXPECT_EQ(Stage(gpu, "post"), "cuda");
@@ -168,7 +168,7 @@ TEST(GpuBackendTest, UnsupportedStagesRunOnTheCpuBitIdentically) {
   auto b = MakeBackend();
   ASSERT_NE(b, nullptr);
   CompactionSpec spec = AmSpec();
-  spec.am.selection = AmSelection::kOmpFast;
+  spec.am.refine_rounds = 1;  // refinement has no GPU version
   spec.budget = 8;
   const KvCache cache = TestCache(1);
   Result<CompactionResult> cpu = Compact(cache, spec);
@@ -178,6 +178,55 @@ TEST(GpuBackendTest, UnsupportedStagesRunOnTheCpuBitIdentically) {
   for (size_t l = 0; l < cpu->cache.layers.size(); ++l) {
     EXPECT_TRUE(SameBytes(cpu->cache.layers[l].v, gpu->cache.layers[l].v));
   }
+}
+
+// Every method with GPU stages, through the front: the stages say "cuda", budgets agree (D2O's
+// within one key per head: its layer ratios are sums of floats), held-out fidelity within 5e-3.
+TEST(GpuBackendTest, MethodsMatchTheCpuFront) {
+  KVC_REQUIRE_DEVICES(1);
+  auto b = MakeBackend();
+  ASSERT_NE(b, nullptr);
+  const KvCache cache = TestCache();
+  for (Method m : {Method::kSnapKv, Method::kPyramidKv, Method::kDynamicKv, Method::kH2o,
+                   Method::kD2o, Method::kOkDmd}) {
+    SCOPED_TRACE(MethodName(m));
+    CompactionSpec spec = AmSpec();
+    spec.method = m;
+    auto [cpu, gpu] = RunBoth(cache, spec, b.get());
+    EXPECT_EQ(Stage(gpu, "score"), "cuda");
+    const bool stats = m == Method::kDynamicKv || m == Method::kD2o;
+    EXPECT_EQ(Stage(gpu, "allocate"), stats ? "cuda" : "cpu");
+    EXPECT_EQ(Stage(gpu, "post"), m == Method::kD2o ? "cuda" : "cpu");
+    ASSERT_EQ(cpu.cache.layers.size(), gpu.cache.layers.size());
+    for (size_t l = 0; l < cpu.cache.layers.size(); ++l) {
+      const std::vector<int64_t>&co = cpu.cache.layers[l].offsets,
+            &go = gpu.cache.layers[l].offsets;
+      ASSERT_EQ(co.size(), go.size());
+      for (size_t h = 0; h + 1 < co.size(); ++h) {
+        EXPECT_NEAR(double(go[h + 1] - go[h]), double(co[h + 1] - co[h]), m == Method::kD2o ? 1 : 0)
+            << "layer " << l << " head " << h;
+      }
+    }
+  }
+}
+
+// GPU OMP-fast refits by projected gradient only, so its picks differ from the CPU's; its
+// held-out fidelity must still be in the CPU's range.
+TEST(GpuBackendTest, OmpFastRunsOnTheGpu) {
+  KVC_REQUIRE_DEVICES(1);
+  auto b = MakeBackend();
+  ASSERT_NE(b, nullptr);
+  CompactionSpec spec = AmSpec();
+  spec.am.selection = AmSelection::kOmpFast;
+  const KvCache cache = TestCache();
+  Result<CompactionResult> cpu = Compact(cache, spec);
+  Result<CompactionResult> gpu = Compact(cache, spec, b.get());
+  ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
+  ASSERT_TRUE(gpu.ok()) << gpu.status().ToString();
+  EXPECT_EQ(Stage(*gpu, "post"), "cuda");
+  EXPECT_EQ(gpu->cache.total_entries(), cpu->cache.total_entries());
+  const double c = cpu->fidelity->overall.cosine.mean, g = gpu->fidelity->overall.cosine.mean;
+  EXPECT_GT(g, c - 0.02) << "held-out cosine: cpu " << c << ", gpu " << g;
 }
 
 TEST(GpuBackendTest, MultiDeviceAllGatherAndSharding) {
