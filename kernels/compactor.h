@@ -25,7 +25,8 @@
 //
 // Deterministic: the same cache and spec give bit-identical results for any spec.threads.
 // Thread safety: Compact is reentrant. It sets OpenBLAS to one thread while it runs (a
-// process-global setting, restored on return) and parallelises over (layer, head) itself.
+// process-global setting shared by concurrent calls and restored when the last one returns:
+// kernels/cpu/linalg.h ScopedBlasThreads) and parallelises over (layer, head) itself.
 #pragma once
 
 #include <cstdint>

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <string>
 
 namespace kvc::cpu {
@@ -372,10 +373,37 @@ Status BoundedLeastSquares(const float* a, int64_t m, int64_t n, const float* z,
   return Status::OK();
 }
 
-ScopedBlasThreads::ScopedBlasThreads(int threads) : previous_(openblas_get_num_threads()) {
-  openblas_set_num_threads(std::max(1, threads));
+namespace {
+
+// The scopes alive and the thread count found before the first of them.
+struct BlasScopes {
+  std::mutex mu;
+  int alive = 0;
+  int previous = 1;
+};
+
+BlasScopes& Scopes() {
+  static BlasScopes scopes;
+  return scopes;
 }
 
-ScopedBlasThreads::~ScopedBlasThreads() { openblas_set_num_threads(previous_); }
+}  // namespace
+
+ScopedBlasThreads::ScopedBlasThreads(int threads) {
+  BlasScopes& s = Scopes();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (s.alive++ == 0) {
+    s.previous = openblas_get_num_threads();
+    openblas_set_num_threads(std::max(1, threads));
+  }
+}
+
+ScopedBlasThreads::~ScopedBlasThreads() {
+  BlasScopes& s = Scopes();
+  std::lock_guard<std::mutex> lock(s.mu);
+  if (--s.alive == 0) openblas_set_num_threads(s.previous);
+}
+
+int ScopedBlasThreads::Current() { return openblas_get_num_threads(); }
 
 }  // namespace kvc::cpu

@@ -114,9 +114,13 @@ Status BoundedLeastSquares(const float* a, int64_t m, int64_t n, const float* z,
 
 // ---- BLAS threads ----------------------------------------------------------------------------
 
-// Sets OpenBLAS's thread count for the lifetime of the object and restores the previous value.
-// The setting is process-global: the compactor uses one BLAS thread and parallelises over
-// (layer, head) itself, which also keeps results independent of thread counts.
+// Sets OpenBLAS's thread count while at least one scope is alive and restores the value found by
+// the first scope when the last one ends. The setting is process-global: the compactor uses one
+// BLAS thread and parallelises over (layer, head) itself, which also keeps results independent
+// of thread counts. Concurrent and nested scopes (several compactions in one worker) share the
+// setting: the first scope's count holds until the last scope ends, so one compaction finishing
+// never hands BLAS threads back while another runs.
+// Thread safety: constructor and destructor may run on any threads concurrently.
 class ScopedBlasThreads {
  public:
   explicit ScopedBlasThreads(int threads);
@@ -124,8 +128,8 @@ class ScopedBlasThreads {
   ScopedBlasThreads(const ScopedBlasThreads&) = delete;
   ScopedBlasThreads& operator=(const ScopedBlasThreads&) = delete;
 
- private:
-  int previous_;
+  // OpenBLAS's current thread count (for tests).
+  static int Current();
 };
 
 }  // namespace kvc::cpu

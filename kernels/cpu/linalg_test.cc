@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <random>
 
 #include "kernels/cpu/am_test_util.h"
@@ -214,6 +215,19 @@ TEST(LinalgTest, BoundedLeastSquaresUnderdeterminedStaysNearPrior) {
   ASSERT_TRUE(
       BoundedLeastSquares(a.data(), 1, 3, z.data(), prior.data(), 1e-3, 10, 30, w.data()).ok());
   for (float v : w) EXPECT_NEAR(v, 1.f, 1e-6);
+}
+
+// Overlapping scopes (two compactions in one worker): the first's setting holds until the last
+// scope ends, and the value found before the first comes back afterwards.
+TEST(LinalgTest, OverlappingBlasScopesRestoreOnlyAtTheLastEnd) {
+  const int before = ScopedBlasThreads::Current();
+  auto a = std::make_unique<ScopedBlasThreads>(1);
+  EXPECT_EQ(ScopedBlasThreads::Current(), 1);
+  auto b = std::make_unique<ScopedBlasThreads>(1);
+  a.reset();  // the first compaction ends while the second runs
+  EXPECT_EQ(ScopedBlasThreads::Current(), 1);
+  b.reset();
+  EXPECT_EQ(ScopedBlasThreads::Current(), before);
 }
 
 }  // namespace

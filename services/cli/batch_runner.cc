@@ -1,5 +1,4 @@
 // RunBatch (batch.h): directories, the output lock, resumption, scheduling and the summary.
-#include <dlfcn.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <unistd.h>
@@ -153,32 +152,6 @@ class Admission {
   int running_ = 0;
 };
 
-// Compact sets the BLAS thread count process-wide for its duration and restores it afterwards
-// (kernels/cpu/linalg.h, ScopedBlasThreads). Concurrent documents would race on that setting:
-// one restoring the default while another multiplies changes sgemm's partitioning and so the
-// results. With more than one job the run pins OpenBLAS to one thread from start to end, which
-// makes every save/restore a no-op (Compact parallelises over heads itself). Found through
-// dlsym so that another BLAS simply leaves this a no-op.
-class PinnedBlasThreads {
- public:
-  explicit PinnedBlasThreads(bool pin) {
-    if (!pin) return;
-    get_ = reinterpret_cast<int (*)()>(::dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
-    set_ = reinterpret_cast<void (*)(int)>(::dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-    if (get_ == nullptr || set_ == nullptr) return;
-    previous_ = get_();
-    set_(1);
-  }
-  ~PinnedBlasThreads() {
-    if (previous_ > 0) set_(previous_);
-  }
-
- private:
-  int (*get_)() = nullptr;
-  void (*set_)(int) = nullptr;
-  int previous_ = 0;
-};
-
 struct Pending {
   DocumentOutcome* outcome = nullptr;
   std::optional<DumpFile> dump;
@@ -316,7 +289,6 @@ void RunPending(const BatchOptions& opt, int jobs, BatchStore* store, std::vecto
   Progress progress(err, mode, std::chrono::seconds(opt.progress_interval_s), total,
                     static_cast<int>(pending.size()));
   Admission admission(opt.memory_bytes);
-  const PinnedBlasThreads blas(jobs > 1);
   std::atomic<size_t> next{0};
   std::atomic<int> running{jobs};
   auto worker = [&] {
