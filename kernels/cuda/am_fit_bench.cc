@@ -9,6 +9,9 @@
 // Usage: cuda_am_bench [--queries N] [--layers L] [--ratio R] [--reps K] [--tf32]
 //                      [--beta-init ls|uniform] [--tokens T1,T2,...]
 //                      [--select highest|omp-fast|omp] [--omp-pg-steps S] [--omp-power-iters P]
+//                      [--cpu-layers N]
+// --cpu-layers N (default 1; 0 skips) times the CPU reference (kernels/cpu) on N layers of the
+// same data and prints the GPU/CPU speedup against its extrapolation to the whole model.
 // --select omp-fast runs OMP-fast selection (am_omp.h, design §4's default schedule) instead of
 // highest attention; design §7's target for it is under 10 s per model on one H100.
 // Without a CUDA device it prints why and exits with status 0 (nothing measured).
@@ -20,8 +23,12 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "kernels/cpu/attention_matching.h"
+#include "kernels/cpu/linalg.h"
+#include "kernels/cpu/thread_pool.h"
 #include "kernels/cuda/am_fit.h"
 #include "kernels/cuda/cases.h"
 #include "kernels/cuda/context.h"
@@ -42,6 +49,7 @@ struct BenchOptions {
   AmFitSelection selection = AmFitSelection::kHighestAttention;
   int omp_pg_steps = OmpFastOptions{}.refit_pg_steps;
   int omp_power_iters = OmpFastOptions{}.power_iters;
+  int cpu_layers = 1;  // layers the CPU reference fits, for the GPU/CPU speedup (0: none)
 };
 
 bool ParseSelection(const char* v, AmFitSelection* s) {
@@ -92,6 +100,8 @@ bool ParseArgs(int argc, char** argv, BenchOptions* o) {
       o->omp_pg_steps = std::atoi(v);
     } else if (a == "--omp-power-iters" && (v = next())) {
       o->omp_power_iters = std::atoi(v);
+    } else if (a == "--cpu-layers" && (v = next())) {
+      o->cpu_layers = std::atoi(v);
     } else if (a == "--tokens" && (v = next())) {
       o->tokens.clear();
       for (char* p = const_cast<char*>(v); *p;) {
@@ -163,6 +173,32 @@ Result<double> MeasureScoresGemm(GpuContext& ctx, const AmFitProblem& p, MathMod
   return flops / (ms * 1e-3) / 1e12;
 }
 
+// Seconds per layer of the CPU reference's AM fit (kernels/cpu: highest attention, beta, values;
+// one BLAS thread, heads in parallel on every hardware thread) on the case's data.
+Result<double> CpuLayerSeconds(const AmCase& c, const AmFitHostProblem& hp, int layers) {
+  cpu::PreparedCache pc;
+  pc.layout.n_layers = 1;
+  pc.layout.n_kv_heads = int(c.batch);
+  pc.layout.n_q_heads = int(c.batch * c.group);
+  pc.layout.head_dim = int(c.head_dim);
+  pc.layout.tokens = c.tokens;
+  pc.layers.resize(1);
+  cpu::PreparedLayer& l = pc.layers[0];
+  l.k = Tensor::FromVector(hp.k, {c.batch, c.tokens, c.head_dim});
+  l.v = Tensor::FromVector(hp.v, {c.batch, c.tokens, c.head_dim});
+  // Pooled queries [batch, group * queries, d] are [batch * group, queries, d] per query head.
+  l.q_fit = Tensor::FromVector(hp.q, {c.batch * c.group, c.queries, c.head_dim});
+  const cpu::Budgets budgets(1, c.budgets);
+  cpu::ThreadPool pool(int(std::max(1u, std::thread::hardware_concurrency())));
+  cpu::ScopedBlasThreads blas(1);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < layers; ++i) {
+    KVC_RETURN_IF_ERROR(
+        cpu::AttentionMatchingFit(pc, cpu::Selection{}, budgets, AmOptions{}, pool).status());
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / layers;
+}
+
 Status RunCase(GpuContext& ctx, AmCase c, const BenchOptions& bo) {
   c.budgets.assign(size_t(c.batch), std::max<int64_t>(1, std::llround(c.tokens / bo.ratio)));
   std::printf(
@@ -204,8 +240,8 @@ Status RunCase(GpuContext& ctx, AmCase c, const BenchOptions& bo) {
       "AM fit (%s selection, %s, beta start %s): %.3f s per model (%d layers); select %.3f s,"
       " beta %.3f s, values %.3f s\n",
       SelectionName(o.selection), MathModeName(o.score_math),
-      o.beta_init == BetaInit::kUniform ? "uniform" : "lstsq",
-      per_model, bo.layers, sum.select_ms * scale, sum.beta_ms * scale, sum.values_ms * scale);
+      o.beta_init == BetaInit::kUniform ? "uniform" : "lstsq", per_model, bo.layers,
+      sum.select_ms * scale, sum.beta_ms * scale, sum.values_ms * scale);
   KVC_ASSIGN_OR_RETURN(double gemm_tflops, MeasureScoresGemm(ctx, p, o.score_math));
   const double achieved = flops / per_model / 1e12;
   std::printf(
@@ -224,6 +260,14 @@ Status RunCase(GpuContext& ctx, AmCase c, const BenchOptions& bo) {
         "layer, each one pass over Phi (%.2f GiB) plus the refit passes over Phi_S\n",
         (long long)rounds, 4.0 * c.batch * c.n() * c.tokens / double(1 << 30));
   }
+  if (bo.cpu_layers > 0 && o.selection == AmFitSelection::kHighestAttention) {
+    KVC_ASSIGN_OR_RETURN(double cpu_layer_s, CpuLayerSeconds(c, hp, bo.cpu_layers));
+    std::printf(
+        "CPU reference (kernels/cpu, %u threads): %.2f s per layer over %d layer(s) -> %.1f s "
+        "per model (extrapolated); GPU/CPU speedup %.1fx\n",
+        std::thread::hardware_concurrency(), cpu_layer_s, bo.cpu_layers, cpu_layer_s * bo.layers,
+        cpu_layer_s * bo.layers / per_model);
+  }
   PoolStats ps = ctx.pool().stats();
   std::printf("pool: peak in use %.2f GiB, cached %.2f GiB, %llu device allocations\n",
               double(ps.peak_bytes_in_use) / (1 << 30), double(ps.bytes_cached) / (1 << 30),
@@ -238,7 +282,7 @@ int Main(int argc, char** argv) {
                  "usage: cuda_am_bench [--queries N] [--layers L] [--ratio R] [--reps K] "
                  "[--tf32] [--beta-init ls|uniform] [--tokens T1,T2]\n"
                  "                     [--select highest|omp-fast|omp] [--omp-pg-steps S] "
-                 "[--omp-power-iters P]\n");
+                 "[--omp-power-iters P] [--cpu-layers N]\n");
     return 2;
   }
   if (DeviceCount() == 0) {
