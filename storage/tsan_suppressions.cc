@@ -1,4 +1,5 @@
-// ThreadSanitizer suppressions for the storage tests, built into the test executables.
+// ThreadSanitizer suppressions for the tests that drive the store (storage, engine), built into
+// the test executables.
 //
 // RocksDB comes from the distribution, not built with -fsanitize=thread: its lock-free write
 // group commit and memtable skip list synchronise through atomics TSan cannot see, so the

@@ -101,7 +101,9 @@ Status SolveMinNorm(const float* a, int64_t m, int64_t n, const float* b, int64_
 
 // Row loops run over whole rows of n x T score matrices: they are built for several x86 ISAs
 // (runtime dispatch) and vectorised with OpenMP simd reductions (-fopenmp-simd, see am.cmake).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+// Not under ThreadSanitizer: gcc's ifunc resolvers run before TSan's runtime is up and crash the
+// program at load.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define KVC_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define KVC_SIMD_CLONES
