@@ -286,14 +286,19 @@ Result<AmFitHostResult> AmFitOnHost(const AmFitHostProblem& hp, const AmFitOptio
   AmFitProblem p{dq.as<float>(), dk.as<float>(),  dv.as<float>(), B, n, T, d,
                  hp.budgets,     dsel.as<float>()};
   KVC_ASSIGN_OR_RETURN(AmFitResult r, AmFit(p, options, ctx));
+  return DownloadAmFit(r, B, T, d, st);
+}
+
+Result<AmFitHostResult> DownloadAmFit(const AmFitResult& r, int64_t batch, int64_t tokens,
+                                      int64_t head_dim, cudaStream_t stream) {
   AmFitHostResult h;
-  const size_t total = size_t(r.layout.total());
+  const size_t total = size_t(r.layout.total()), d = size_t(head_dim);
   h.offsets = r.layout.offsets();
-  KVC_ASSIGN_OR_RETURN(h.indices, Download(r.indices.as<int32_t>(), total, st));
-  KVC_ASSIGN_OR_RETURN(h.keys, Download(r.keys.as<float>(), total * d, st));
-  KVC_ASSIGN_OR_RETURN(h.values, Download(r.values.as<float>(), total * d, st));
-  KVC_ASSIGN_OR_RETURN(h.beta, Download(r.beta.as<float>(), total, st));
-  KVC_ASSIGN_OR_RETURN(h.scores, Download(r.scores.as<float>(), size_t(B * T), st));
+  KVC_ASSIGN_OR_RETURN(h.indices, Download(r.indices.as<int32_t>(), total, stream));
+  KVC_ASSIGN_OR_RETURN(h.keys, Download(r.keys.as<float>(), total * d, stream));
+  KVC_ASSIGN_OR_RETURN(h.values, Download(r.values.as<float>(), total * d, stream));
+  KVC_ASSIGN_OR_RETURN(h.beta, Download(r.beta.as<float>(), total, stream));
+  KVC_ASSIGN_OR_RETURN(h.scores, Download(r.scores.as<float>(), size_t(batch * tokens), stream));
   return h;
 }
 

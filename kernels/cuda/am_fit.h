@@ -52,14 +52,14 @@ enum class AmFitSelection : uint8_t {
 
 struct AmFitOptions {
   AmFitSelection selection = AmFitSelection::kHighestAttention;  // Default: highest attention.
-  OmpFastOptions omp;  // OMP / OMP-fast parameters. Default: OmpFastOptions{}.
-  MathMode score_math = MathMode::kF32;          // QK^T, PV and Q C_k^T products. Default: f32.
-  bool fit_beta = true;                          // Default: true. False keeps beta = 0.
-  bool fit_values = true;                        // Default: true. False keeps the selected values.
+  OmpFastOptions omp;                    // OMP / OMP-fast parameters. Default: OmpFastOptions{}.
+  MathMode score_math = MathMode::kF32;  // QK^T, PV and Q C_k^T products. Default: f32.
+  bool fit_beta = true;                  // Default: true. False keeps beta = 0.
+  bool fit_values = true;                // Default: true. False keeps the selected values.
   BetaInit beta_init = BetaInit::kLeastSquares;  // Default: least squares.
   NnlsOptions nnls;                              // Default: 30 steps, bounds [e^-3, e^3].
-  LstsqOptions beta_lstsq;       // the least-squares start of w. Default: LstsqOptions{}.
-  LstsqOptions values_lstsq;     // C_v; .ridge is AmOptions::ridge. Default: LstsqOptions{}.
+  LstsqOptions beta_lstsq;    // the least-squares start of w. Default: LstsqOptions{}.
+  LstsqOptions values_lstsq;  // C_v; .ridge is AmOptions::ridge. Default: LstsqOptions{}.
   // Where the values ridge pulls: false, towards 0 (C_v = argmin ||X C - Y||^2 + lambda ||C||^2,
   // design §4); true, towards the kept values V_S (C_v = V_S + argmin ||X D - (Y - X V_S)||^2 +
   // lambda ||D||^2), as the CPU front does (kernels/spec.h AmOptions::ridge). Default: false.
@@ -130,6 +130,10 @@ struct AmFitHostProblem {
   std::vector<float> selector;
 };
 
+// Copies a finished AmFit result of `batch` heads to the host (synchronises `stream`).
+Result<AmFitHostResult> DownloadAmFit(const AmFitResult& r, int64_t batch, int64_t tokens,
+                                      int64_t head_dim, cudaStream_t stream);
+
 // Uploads the arrays, runs AmFit and downloads the result. InvalidArgument when an array's size
 // does not match the shape.
 Result<AmFitHostResult> AmFitOnHost(const AmFitHostProblem& problem, const AmFitOptions& options,
@@ -150,13 +154,13 @@ enum class GpuOp : uint8_t {
   kAmOmpFast,
   kOkDmd,  // okdmd.h: prefill fit, streaming update, basis refresh, scores
   // methods.h: the selection methods
-  kWindowAttention,     // attention_sums.cuh: masked softmax column sums (H2O, SnapKV, D2O, ...)
-  kSnapKvPool,          // pooling.cuh: pooled group mean (SnapKV, PyramidKV, DynamicKV)
-  kH2oAccumulate,       // pooling.cuh: group sums of the accumulated attention (H2O, D2O)
-  kD2oLayerStats,       // pooling.cuh: min-max variance behind D2O's layer ratios
-  kDynamicKvBudgets,    // methods.h: per-head top candidates of DynamicKV's re-normalisation
-  kSelectTopK,          // select_topk.cuh + topk.cuh: forced positions, then top scores
-  kD2oMerge,            // d2o_merge.cuh: match, EMA threshold, merge of evicted tokens
+  kWindowAttention,   // attention_sums.cuh: masked softmax column sums (H2O, SnapKV, D2O, ...)
+  kSnapKvPool,        // pooling.cuh: pooled group mean (SnapKV, PyramidKV, DynamicKV)
+  kH2oAccumulate,     // pooling.cuh: group sums of the accumulated attention (H2O, D2O)
+  kD2oLayerStats,     // pooling.cuh: min-max variance behind D2O's layer ratios
+  kDynamicKvBudgets,  // methods.h: per-head top candidates of DynamicKV's re-normalisation
+  kSelectTopK,        // select_topk.cuh + topk.cuh: forced positions, then top scores
+  kD2oMerge,          // d2o_merge.cuh: match, EMA threshold, merge of evicted tokens
 };
 const char* GpuOpName(GpuOp op);
 bool GpuSupports(GpuOp op);

@@ -17,15 +17,7 @@ Result<AmFitHostResult> AmFitOnHostTyped(const AmFitTypedHostProblem& hp,
   KVC_ASSIGN_OR_RETURN(DeviceBuffer dv, UploadAsF32(hp.dtype, hp.v, size_t(B * T * d), pool, st));
   AmFitProblem p{dq.as<float>(), dk.as<float>(), dv.as<float>(), B, n, T, d, hp.budgets, nullptr};
   KVC_ASSIGN_OR_RETURN(AmFitResult r, AmFit(p, options, ctx));
-  AmFitHostResult h;
-  const size_t total = size_t(r.layout.total());
-  h.offsets = r.layout.offsets();
-  KVC_ASSIGN_OR_RETURN(h.indices, Download(r.indices.as<int32_t>(), total, st));
-  KVC_ASSIGN_OR_RETURN(h.keys, Download(r.keys.as<float>(), total * d, st));
-  KVC_ASSIGN_OR_RETURN(h.values, Download(r.values.as<float>(), total * d, st));
-  KVC_ASSIGN_OR_RETURN(h.beta, Download(r.beta.as<float>(), total, st));
-  KVC_ASSIGN_OR_RETURN(h.scores, Download(r.scores.as<float>(), size_t(B * T), st));
-  return h;
+  return DownloadAmFit(r, B, T, d, st);
 }
 
 }  // namespace kvc::cuda
