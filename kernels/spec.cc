@@ -224,6 +224,20 @@ Result<AmSelection> ParseAmSelection(std::string_view name) {
   return ParseName("AM selection", name, kSelections);
 }
 
+Allocator ResolvedAllocator(const CompactionSpec& spec) {
+  if (spec.allocator != Allocator::kDefault) return spec.allocator;
+  switch (spec.method) {
+    case Method::kPyramidKv:
+      return Allocator::kPyramid;
+    case Method::kDynamicKv:
+      return Allocator::kDynamicKv;
+    case Method::kD2o:
+      return Allocator::kD2o;
+    default:
+      return Allocator::kUniform;
+  }
+}
+
 const char* AllocatorName(Allocator a) { return NameOf(a, kAllocators); }
 Result<Allocator> ParseAllocator(std::string_view name) {
   return ParseName("allocator", name, kAllocators);

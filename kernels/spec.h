@@ -63,16 +63,16 @@ struct AmOptions {
   AmSelection selection = AmSelection::kHighestAttention;  // Default: highest attention.
   // With selection == kScores: the method whose scores choose the keys. Default: OK-DMD.
   Method selector = Method::kOkDmd;
-  bool fit_beta = true;     // Default: true. False keeps beta = 0.
-  bool fit_values = true;   // Default: true. False keeps the selected values.
-  int nnls_pg_steps = 30;   // projected-gradient steps after clamp. Default: 30.
+  bool fit_beta = true;    // Default: true. False keeps beta = 0.
+  bool fit_values = true;  // Default: true. False keeps the selected values.
+  int nnls_pg_steps = 30;  // projected-gradient steps after clamp. Default: 30.
   // Values ridge lambda, scaled by ||X||_F^2 / t, pulling the fitted values towards the original
   // values of the kept keys (at 0 this is the plain least squares of design §4). A small ridge
   // keeps the fit from overfitting when the fit queries barely outnumber the kept keys (n ~ t):
   // at 2x on the synthetic presets, 0 loses to selection-only baselines and 1e-5 beats them all.
   // Default: 1e-5.
   double ridge = 1e-5;
-  int refine_rounds = 0;    // drop beta < -7 and reselect, at most 3. Default: 0.
+  int refine_rounds = 0;  // drop beta < -7 and reselect, at most 3. Default: 0.
   // OMP-fast schedule. Default: (300: k=1, m=1), (1500: k=2, m=2), (rest: k=4, m=2).
   std::vector<OmpStage> omp_fast_schedule = {
       {300, 1, 1}, {1500, 2, 2}, {std::numeric_limits<int64_t>::max(), 4, 2}};
@@ -84,13 +84,13 @@ struct AmOptions {
 };
 
 struct OkDmdOptions {
-  int k_modes = 16;          // Default: 16 (clamped to head_dim).
-  double lambda = 0.995;     // RLS forgetting factor. Default: 0.995.
-  double sigma = 1e-5;       // ridge on P. Default: 1e-5.
-  int sinks = 4;             // Default: 4.
-  int recent = 16;           // Default: 16.
-  int refresh_every = 16;    // basis refresh period in streaming steps. Default: 16.
-  int power_iters = 10;      // Q <- qr(A Q) rounds at prefill. Default: 10.
+  int k_modes = 16;        // Default: 16 (clamped to head_dim).
+  double lambda = 0.995;   // RLS forgetting factor. Default: 0.995.
+  double sigma = 1e-5;     // ridge on P. Default: 1e-5.
+  int sinks = 4;           // Default: 4.
+  int recent = 16;         // Default: 16.
+  int refresh_every = 16;  // basis refresh period in streaming steps. Default: 16.
+  int power_iters = 10;    // Q <- qr(A Q) rounds at prefill. Default: 10.
 };
 
 struct StreamingLlmOptions {
@@ -104,8 +104,8 @@ struct H2oOptions {
 };
 
 struct SnapKvOptions {
-  int kernel = 7;                  // pooling kernel (5-7). Default: 7.
-  Pooling pooling = Pooling::kAvg; // Default: avg.
+  int kernel = 7;                   // pooling kernel (5-7). Default: 7.
+  Pooling pooling = Pooling::kAvg;  // Default: avg.
   // Window queries used: the last `window` rows of q_window (0 = all sent). Default: 0.
   int window = 0;
 };
@@ -171,5 +171,9 @@ struct CompactionSpec {
   // A stable one-line JSON description (goes into metadata and the spec hash).
   std::string ToJson() const;
 };
+
+// The allocator `spec` resolves to: spec.allocator, or for kDefault the method's own
+// (PyramidKV -> pyramid, DynamicKV -> dynamickv, D2O -> d2o, everything else -> uniform).
+Allocator ResolvedAllocator(const CompactionSpec& spec);
 
 }  // namespace kvc

@@ -162,20 +162,6 @@ Result<Budgets> D2oBudgets(const PreparedCache& c, const D2oOptions& o, int64_t 
 
 }  // namespace
 
-Allocator ResolveAllocator(const CompactionSpec& spec) {
-  if (spec.allocator != Allocator::kDefault) return spec.allocator;
-  switch (spec.method) {
-    case Method::kPyramidKv:
-      return Allocator::kPyramid;
-    case Method::kDynamicKv:
-      return Allocator::kDynamicKv;
-    case Method::kD2o:
-      return Allocator::kD2o;
-    default:
-      return Allocator::kUniform;
-  }
-}
-
 Result<Budgets> AllocateBudgets(const PreparedCache& c, const ScoreSet& scores,
                                 const CompactionSpec& spec, int64_t head_budget) {
   KVC_RETURN_IF_ERROR(CheckPrepared(c));
@@ -185,7 +171,7 @@ Result<Budgets> AllocateBudgets(const PreparedCache& c, const ScoreSet& scores,
   const int L = c.layout.n_layers, H = c.layout.n_kv_heads;
   const int64_t T = c.T();
   const int64_t total = static_cast<int64_t>(L) * H * head_budget;
-  const Allocator a = ResolveAllocator(spec);
+  const Allocator a = ResolvedAllocator(spec);
   switch (a) {
     case Allocator::kDefault:
     case Allocator::kUniform:

@@ -94,9 +94,6 @@ Result<ScoreSet> ComputeScores(const PreparedCache& c, const CompactionSpec& spe
 // result sums to exactly L * H * head_budget (less only where T caps it), every entry in [0, T].
 Result<Budgets> AllocateBudgets(const PreparedCache& c, const ScoreSet& scores,
                                 const CompactionSpec& spec, int64_t head_budget);
-// The allocator AllocateBudgets uses: spec.allocator, or the method's own for kDefault
-// (PyramidKV -> pyramid, DynamicKV -> dynamickv, D2O -> d2o, otherwise uniform).
-Allocator ResolveAllocator(const CompactionSpec& spec);
 
 // The data-driven AM allocator (Allocator::kAm), in kernels/cpu/am_allocator.cc: gives each
 // head the keys that buy the most held-out fidelity, capped at 0.75 of a head's keys.

@@ -443,7 +443,7 @@ Result<cpu::LayerResults> GpuBackend::D2oMerge(const PreparedCache& c, const cpu
 
 Result<cpu::Budgets> GpuBackend::AllocateBudgets(const PreparedCache& c, const ScoreSet& scores,
                                                  const CompactionSpec& spec, int64_t head_budget) {
-  const Allocator a = cpu::ResolveAllocator(spec);
+  const Allocator a = ResolvedAllocator(spec);
   if (a != Allocator::kDynamicKv && a != Allocator::kD2o) {
     return Status::NotSupported(std::string("allocator ") + AllocatorName(a) +
                                 " has no statistics to compute on the GPU");

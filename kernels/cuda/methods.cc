@@ -231,7 +231,7 @@ Result<std::vector<int64_t>> DynamicKvLayerBudgetsGpu(const cpu::ScoreSet& score
 Result<cpu::Budgets> AllocateBudgetsGpu(const cpu::PreparedCache& c, const cpu::ScoreSet& scores,
                                         const CompactionSpec& spec, int64_t head_budget,
                                         GpuContext& ctx, const GpuMethodsOptions& mo) {
-  const Allocator a = cpu::ResolveAllocator(spec);
+  const Allocator a = ResolvedAllocator(spec);
   if (a != Allocator::kDynamicKv && a != Allocator::kD2o) {
     return cpu::AllocateBudgets(c, scores, spec, head_budget);  // no statistics to compute
   }

@@ -61,20 +61,6 @@ int64_t PerThreadBytes(const DumpShape& s, const CompactionSpec& spec, int64_t t
 
 }  // namespace
 
-Allocator ResolvedAllocator(const CompactionSpec& spec) {
-  if (spec.allocator != Allocator::kDefault) return spec.allocator;
-  switch (spec.method) {
-    case Method::kPyramidKv:
-      return Allocator::kPyramid;
-    case Method::kDynamicKv:
-      return Allocator::kDynamicKv;
-    case Method::kD2o:
-      return Allocator::kD2o;
-    default:
-      return Allocator::kUniform;
-  }
-}
-
 bool ChunkableSpec(const CompactionSpec& spec) {
   if (spec.method != Method::kAttentionMatching) return false;
   if (spec.am.selection == AmSelection::kScores || spec.am.keys_as_queries) return false;

@@ -97,9 +97,6 @@ struct DocumentPlan {
   std::string ToJson(bool with_estimate = true) const;
 };
 
-// The allocator the spec resolves to (kDefault replaced by the method's own).
-Allocator ResolvedAllocator(const CompactionSpec& spec);
-
 // True when the spec may be compacted in chunks (see the header comment).
 bool ChunkableSpec(const CompactionSpec& spec);
 
